@@ -1,0 +1,237 @@
+//! Wiring: from a validated config to running pingora services.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::{Config, ConfigError};
+use crate::entity::{Registry, RegistryError, EMBEDDED_REGISTRY};
+use crate::listener::FrontEnd;
+use crate::policy::Snapshot;
+use crate::proxy::forward::Forwarder;
+use crate::proxy::EgressProxy;
+use crate::state::Shared;
+use crate::tls::{ca, CaError, CertificateAuthority, LeafCache};
+
+/// Why ecluse cannot start; printed as is, then exit 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub const DEFAULT_LEAF_CACHE: usize = 4096;
+
+pub fn load_ca(config: &Config) -> Result<CertificateAuthority, CaError> {
+    // A configured CA (a mounted secret) is never created: a missing file
+    // there is a deployment error, not a first start.
+    let create = config.ca.cert_file.is_none();
+    CertificateAuthority::load_or_create(
+        &config.ca_cert_path(),
+        &config.ca_key_path(),
+        create,
+        config.ca.leaf_validity.unwrap_or(ca::DEFAULT_LEAF_VALIDITY),
+    )
+}
+
+/// The registry of the configured policy directory, or the embedded one.
+pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
+    match &config.policy.dir {
+        None => Ok(Snapshot::new(
+            Registry::from_json(EMBEDDED_REGISTRY)?,
+            format!("embedded-{}", env!("CARGO_PKG_VERSION")),
+            "embedded".into(),
+        )),
+        Some(dir) => {
+            let path = dir.join("data").join("entities.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
+            let registry = Registry::from_json(&text)?;
+            Ok(Snapshot::new(
+                registry,
+                content_revision(text.as_bytes()),
+                format!("dir:{}", dir.display()),
+            ))
+        }
+    }
+}
+
+/// `sha256:` and the first 12 hex digits of the content's digest.
+pub fn content_revision(content: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, content);
+    let hex: String = digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so a
+/// reader never sees half a bundle.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The PEM bundle apps trust: the system's public roots plus ecluse's CA.
+pub fn app_bundle(ca: &CertificateAuthority) -> Result<String, String> {
+    let mut bundle = crate::upstream::system_roots_pem()?;
+    bundle.push_str(ca.cert_pem());
+    Ok(bundle)
+}
+
+/// Everything that must hold before listening: state dir, CA, policy,
+/// upstream roots. Returns the shared state and the roots file path.
+pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf), StartError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        StartError::Setup(format!(
+            "cannot create state_dir {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    let ca = load_ca(&config)?;
+    info!(
+        "CA ready: {} (key {})",
+        config.ca_cert_path().display(),
+        config.ca_key_path().display()
+    );
+    if let Some(out) = &config.ca.bundle_out {
+        let bundle = app_bundle(&ca).map_err(StartError::Setup)?;
+        write_atomically(out, bundle.as_bytes()).map_err(StartError::Setup)?;
+        info!("wrote the app CA bundle to {}", out.display());
+    }
+    let roots = crate::upstream::upstream_roots_pem(config.upstream.extra_ca_file.as_deref())
+        .map_err(StartError::Setup)?;
+    let roots_path = config.state_dir.join("upstream-roots.pem");
+    write_atomically(&roots_path, roots.as_bytes()).map_err(StartError::Setup)?;
+    let snapshot = load_snapshot(&config)?;
+    info!(
+        "policy revision {} from {}",
+        snapshot.revision, snapshot.source
+    );
+    let cache_size = config.ca.leaf_cache_size.unwrap_or(DEFAULT_LEAF_CACHE);
+    let leaves = LeafCache::new(Arc::new(ca), cache_size);
+    Ok((Shared::new(config, snapshot, leaves), roots_path))
+}
+
+/// Runs until SIGTERM (drain, then exit) or SIGINT (exit now).
+pub fn run(config: Config) -> Result<(), StartError> {
+    let (shared, roots_path) = prepare(config)?;
+    let config = &shared.config;
+
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        config.threads
+    };
+    let conf = ServerConf {
+        threads,
+        // The drain happens in `Drain` below, which returns only when
+        // in-flight calls are done or the grace is spent; pingora then stops.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: 256,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let mut options = ConnectorOptions::from_server_conf(&conf);
+    options.ca_file = Some(roots_path.to_string_lossy().into_owned());
+    let forwarder = Forwarder::new(Connector::new(Some(options)), config.timeouts.clone());
+    let proxy = pingora_proxy::http_proxy(&conf, EgressProxy::new(shared.clone(), forwarder));
+    let mut front = Service::new(
+        "ecluse proxy".to_string(),
+        FrontEnd::new(shared.clone(), proxy),
+    );
+    front.add_tcp(&config.listen.to_string());
+    let mut admin = Service::new("ecluse admin".to_string(), Admin::new(shared.clone()));
+    admin.add_tcp(&config.admin_listen.to_string());
+    admin.threads = Some(1);
+    server.add_service(front);
+    server.add_service(admin);
+
+    info!(
+        "ecluse listening on {} (admin {})",
+        config.listen, config.admin_listen
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Drain {
+            shared: shared.clone(),
+        }),
+    });
+    info!("ecluse stopped");
+    Ok(())
+}
+
+/// SIGTERM: stop being ready, let in-flight calls and tunnels finish (up to
+/// `timeouts.shutdown_grace`), then shut down. SIGINT: shut down now.
+struct Drain {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            warn!("cannot install signal handlers; SIGTERM will stop ecluse without draining");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {
+                info!("SIGINT: stopping now");
+                return ShutdownSignal::FastShutdown;
+            }
+        }
+        let grace = self.shared.config.timeouts.shutdown_grace;
+        info!("SIGTERM: draining for up to {grace:?}");
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + grace;
+        let metrics = &self.shared.metrics;
+        loop {
+            let busy = metrics.requests_active.load(Ordering::Relaxed)
+                + metrics.tunnels_active.load(Ordering::Relaxed);
+            if busy <= 0 {
+                info!("drained: no call in flight");
+                break;
+            }
+            if Instant::now() >= deadline {
+                warn!("grace period over with {busy} calls or tunnels still open; closing them");
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}

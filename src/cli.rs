@@ -1,0 +1,190 @@
+//! The `ecluse` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::config::Config;
+use crate::tls::ca::{self, CertificateAuthority};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ecluse",
+    version,
+    about = "An egress proxy that keeps an organisation's LLM traffic lawful"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy (defaults: 127.0.0.1:3128, admin 127.0.0.1:9901, state in ./.ecluse).
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config, the CA files and the entity registry; exit 1 listing every problem.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the CA that apps trust.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// Create the CA (ca.pem, and ca-key.pem with mode 0600) if it does not exist.
+    Init {
+        /// Directory for ca.pem and ca-key.pem (default: the config's state_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Write the system's public roots plus ecluse's CA as one PEM bundle for apps.
+    Bundle {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run { config } => {
+            let config = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match app::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Check { config } => check(config.as_deref()),
+        Command::Ca { command } => match command {
+            CaCommand::Init { dir, config } => ca_init(dir, config.as_deref()),
+            CaCommand::Bundle { out, config } => ca_bundle(&out, config.as_deref()),
+        },
+    }
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or(
+        "info,pingora_core=warn,pingora_proxy=warn,pingora=warn,rustls=warn,regorus=warn",
+    );
+    env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("ecluse: {message}");
+    ExitCode::FAILURE
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    let mut problems = Vec::new();
+    let config = match path {
+        None => Config::default(),
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(crate::config::ConfigError::Invalid(list)) => {
+                problems.extend(list);
+                match std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| Config::from_yaml(&t).ok())
+                {
+                    Some(c) => c,
+                    None => return report(problems),
+                }
+            }
+            Err(e) => return report(vec![e.to_string()]),
+        },
+    };
+    let (cert, key) = (config.ca_cert_path(), config.ca_key_path());
+    if cert.exists() || key.exists() || config.ca.cert_file.is_some() {
+        if let Err(e) = app::load_ca(&config).map(|_| ()) {
+            problems.push(format!("CA: {e}"));
+        }
+    }
+    if let Err(e) = app::load_snapshot(&config) {
+        problems.push(e.to_string());
+    }
+    if let Some(extra) = &config.upstream.extra_ca_file {
+        if let Err(e) = crate::upstream::upstream_roots_pem(Some(extra)) {
+            problems.push(e);
+        }
+    }
+    report(problems)
+}
+
+fn report(problems: Vec<String>) -> ExitCode {
+    if problems.is_empty() {
+        println!("ok: configuration, CA and policy are valid");
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        println!("error: {p}");
+    }
+    println!("{} problem(s) found", problems.len());
+    ExitCode::FAILURE
+}
+
+fn ca_init(dir: Option<PathBuf>, config: Option<&Path>) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let (cert, key) = match dir {
+        Some(d) => (d.join("ca.pem"), d.join("ca-key.pem")),
+        None => (config.ca_cert_path(), config.ca_key_path()),
+    };
+    match CertificateAuthority::load_or_create(&cert, &key, true, ca::DEFAULT_LEAF_VALIDITY) {
+        Ok(_) => {
+            println!("CA ready: {} (key {})", cert.display(), key.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn ca_bundle(out: &Path, config: Option<&Path>) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        return fail(&format!("creating {}: {e}", config.state_dir.display()));
+    }
+    let ca = match app::load_ca(&config) {
+        Ok(ca) => ca,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match app::app_bundle(&ca).and_then(|b| app::write_atomically(out, b.as_bytes())) {
+        Ok(()) => {
+            println!("wrote {} (public roots + ecluse CA)", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}

@@ -1,0 +1,426 @@
+//! `ecluse.yaml`: every key, its default, and the checks that reject a bad file.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) so that a typo in a limit or
+//! a policy source never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// A problem with the configuration file. `ecluse check` prints every one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, has an unknown key or a value of the wrong shape.
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// The file parsed, but some values are inconsistent.
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub ca: CaConfig,
+    pub policy: PolicyConfig,
+    pub upstream: UpstreamConfig,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub source: SourceConfig,
+    /// Worker threads for the proxy service; 0 means one per CPU.
+    pub threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            state_dir: PathBuf::from(".ecluse"),
+            ca: CaConfig::default(),
+            policy: PolicyConfig::default(),
+            upstream: UpstreamConfig::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            source: SourceConfig::default(),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// PEM certificate of the CA (for example a mounted cert-manager secret).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the CA; must not be readable by group or others.
+    pub key_file: Option<PathBuf>,
+    /// Where to write the app-facing bundle (public roots + ecluse CA) at start.
+    pub bundle_out: Option<PathBuf>,
+    /// Validity of minted leaf certificates.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub leaf_validity: Option<Duration>,
+    /// Leaf certificates kept in memory (distinct hosts).
+    pub leaf_cache_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Directory holding `*.rego` modules and `data/*.json`; embedded defaults when unset.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// `host:port` -> address, like curl's `--resolve`. These destinations are
+    /// dialled as given and are exempt from the private-address refusal.
+    pub resolve: BTreeMap<String, SocketAddr>,
+    /// A PEM file of CAs trusted for upstream TLS besides the system roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Ports a CONNECT may name.
+    pub connect_ports: Vec<u16>,
+    /// Ports an absolute-form plain `http://` request may name.
+    pub http_ports: Vec<u16>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            resolve: BTreeMap::new(),
+            extra_ca_file: None,
+            connect_ports: vec![443],
+            http_ports: vec![80],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    #[serde(deserialize_with = "de_size")]
+    pub max_request_body: usize,
+    #[serde(deserialize_with = "de_size")]
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    /// Client connections served at once (tunnels included); more get a 503.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body: 10 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_header_count: 100,
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(deserialize_with = "de_duration")]
+    pub header_read: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub tls_handshake: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub dns: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub upstream_connect: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub first_byte: Duration,
+    /// Longest silence between two chunks of a streamed response.
+    #[serde(deserialize_with = "de_duration")]
+    pub stream_idle: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_idle: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub tunnel_idle: Duration,
+    /// Longest time a SIGTERM waits for in-flight calls before exiting.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+            dns: Duration::from_secs(5),
+            upstream_connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(120),
+            stream_idle: Duration::from_secs(300),
+            keepalive_idle: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Who is calling: fed to policies as `input.source`. Defaults come from the
+/// environment the Kubernetes downward API fills.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub workload: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            workload: std::env::var("ECLUSE_WORKLOAD")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            namespace: std::env::var("ECLUSE_NAMESPACE")
+                .or_else(|_| std::env::var("POD_NAMESPACE"))
+                .ok()
+                .filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are taken
+    /// relative to the current directory, as a user typing them would expect.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::from_yaml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Config, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Cross-field checks that serde cannot express; returns every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.listen == self.admin_listen {
+            problems.push(format!(
+                "listen and admin_listen are both {}; they need distinct addresses",
+                self.listen
+            ));
+        }
+        if self.ca.cert_file.is_some() != self.ca.key_file.is_some() {
+            problems.push("ca.cert_file and ca.key_file must be given together".to_string());
+        }
+        if self.limits.max_request_body == 0 {
+            problems.push("limits.max_request_body must be above 0".to_string());
+        }
+        if self.limits.max_header_bytes < 1024 {
+            problems.push("limits.max_header_bytes must be at least 1KiB".to_string());
+        }
+        if self.limits.max_header_count == 0 || self.limits.max_connections == 0 {
+            problems.push(
+                "limits.max_header_count and limits.max_connections must be above 0".to_string(),
+            );
+        }
+        if self.upstream.connect_ports.is_empty() {
+            problems.push("upstream.connect_ports must name at least one port".to_string());
+        }
+        for key in self.upstream.resolve.keys() {
+            if crate::listener::connect::parse_authority(key).is_err() {
+                problems.push(format!(
+                    "upstream.resolve key {key:?} must be host:port, like curl --resolve"
+                ));
+            }
+        }
+        if let Some(v) = self.ca.leaf_validity {
+            if v < Duration::from_secs(3600) || v > Duration::from_secs(30 * 86400) {
+                problems.push("ca.leaf_validity must be between 1h and 30d".to_string());
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.ca
+            .cert_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ca.pem"))
+    }
+
+    pub fn ca_key_path(&self) -> PathBuf {
+        self.ca
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ca-key.pem"))
+    }
+}
+
+/// Parses `300ms`, `10s`, `5m`, `2h`, `30d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (examples: 300ms, 10s, 5m, 2h)"))?;
+    let millis = match unit.trim() {
+        "ms" => Some(value),
+        "" | "s" => value.checked_mul(1000),
+        "m" => value.checked_mul(60_000),
+        "h" => value.checked_mul(3_600_000),
+        "d" => value.checked_mul(86_400_000),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown duration unit {other:?} (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 32KiB, 10MiB)"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown size unit {other:?} (use B, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Accepts a number or a string, so `max_request_body: 1048576` and
+/// `max_request_body: 1MiB` both work.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+impl fmt::Display for NumberOrText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NumberOrText::Number(n) => write!(f, "{n}"),
+            NumberOrText::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match NumberOrText::deserialize(d)? {
+        NumberOrText::Number(secs) => Ok(Duration::from_secs(secs)),
+        NumberOrText::Text(t) => parse_duration(&t).map_err(de::Error::custom),
+    }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match NumberOrText::deserialize(d)? {
+        NumberOrText::Number(n) => usize::try_from(n).map_err(de::Error::custom),
+        NumberOrText::Text(t) => parse_size(&t).map_err(de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3128");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(c.limits.max_request_body, 10 << 20);
+        assert_eq!(c.limits.max_header_bytes, 32 << 10);
+        assert_eq!(c.timeouts.first_byte, Duration::from_secs(120));
+        assert_eq!(c.upstream.connect_ports, vec![443]);
+        assert_eq!(c.upstream.http_ports, vec![80]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_yaml("listen: 127.0.0.1:1\nlisten_adress: x\n").unwrap_err();
+        assert!(err.contains("listen_adress"), "{err}");
+        let err = Config::from_yaml("limits: { max_body: 1MiB }").unwrap_err();
+        assert!(err.contains("max_body"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        let c = Config::from_yaml(
+            "limits: { max_request_body: 1MiB, max_header_bytes: 8192 }\ntimeouts: { first_byte: 90s, header_read: 500ms, tunnel_idle: 5m }",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_request_body, 1 << 20);
+        assert_eq!(c.limits.max_header_bytes, 8192);
+        assert_eq!(c.timeouts.first_byte, Duration::from_secs(90));
+        assert_eq!(c.timeouts.header_read, Duration::from_millis(500));
+        assert_eq!(c.timeouts.tunnel_idle, Duration::from_secs(300));
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let c = Config::from_yaml(
+            "listen: 127.0.0.1:1\nadmin_listen: 127.0.0.1:1\nca: { cert_file: a.pem }\nupstream: { resolve: { 'nohostport': 127.0.0.1:1 } }",
+        )
+        .unwrap();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

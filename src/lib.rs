@@ -1,0 +1,18 @@
+//! ecluse: an intercepting egress proxy that decides, per call, whether an
+//! LLM request may reach the legal entity behind its destination.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod entity;
+pub mod listener;
+pub mod llm;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod reply;
+pub mod state;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,396 @@
+//! The front end: pingora hands every accepted client connection here. It
+//! reads the first request head; a `CONNECT` is decided (intercept, tunnel or
+//! deny) and served here; anything else is given, bytes intact, to the HTTP
+//! proxy. Intercepted tunnels get a minted leaf and then go to the same HTTP
+//! proxy with their target recorded in the stream's proxy digest.
+
+pub mod connect;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use log::{debug, info, warn};
+use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{GetProxyDigest, Stream};
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::metrics::track;
+use crate::policy::input::{connect_input, Scheme};
+use crate::policy::ConnectAction;
+use crate::proxy::EgressProxy;
+use crate::reply::ProxyError;
+use crate::state::Shared;
+use crate::upstream::resolve::Resolved;
+use connect::{parse_head, Authority, Head};
+
+/// What an intercepted tunnel's requests are bound to: the CONNECT authority
+/// and the one address that was checked for it.
+#[derive(Debug, Clone)]
+pub struct TunnelTarget {
+    pub authority: Authority,
+    pub resolved: Resolved,
+}
+
+enum Plan {
+    Tunnel(TcpStream),
+    Intercept(TunnelTarget, Arc<rustls::ServerConfig>),
+}
+
+pub struct FrontEnd {
+    shared: Arc<Shared>,
+    http: Arc<HttpProxy<EgressProxy>>,
+}
+
+const CONNECT_ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+
+impl FrontEnd {
+    pub fn new(shared: Arc<Shared>, http: HttpProxy<EgressProxy>) -> FrontEnd {
+        FrontEnd {
+            shared,
+            http: Arc::new(http),
+        }
+    }
+
+    /// Decides a CONNECT and resolves its destination; nothing is written yet.
+    async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
+        let snapshot = self.shared.snapshot.load_full();
+        let destination = self.shared.destination(&snapshot, authority, Scheme::Https);
+        let decision =
+            snapshot.decide_connect(&connect_input(destination, self.shared.source.clone()));
+        self.shared.metrics.count(
+            "ecluse_connect_total",
+            &[
+                ("action", decision.action.as_str()),
+                ("rule", &decision.rule),
+            ],
+        );
+        info!(
+            "connect {authority}: {} (rule {}, revision {}): {}",
+            decision.action.as_str(),
+            decision.rule,
+            snapshot.revision,
+            decision.reason
+        );
+        drop(snapshot);
+        match decision.action {
+            ConnectAction::Deny => Err(ProxyError::Denied {
+                reason: decision.reason,
+                rule: decision.rule,
+                status: 403,
+                decision_id: None,
+            }),
+            ConnectAction::Tunnel => {
+                let resolved = self.shared.resolver.resolve(authority).await?;
+                Ok(Plan::Tunnel(self.dial(authority, resolved).await?))
+            }
+            ConnectAction::Intercept => {
+                let resolved = self.shared.resolver.resolve(authority).await?;
+                let host_config = self
+                    .shared
+                    .leaves
+                    .server_config(&authority.host)
+                    .await
+                    .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+                Ok(Plan::Intercept(
+                    TunnelTarget {
+                        authority: authority.clone(),
+                        resolved,
+                    },
+                    host_config,
+                ))
+            }
+        }
+    }
+
+    async fn dial(
+        &self,
+        authority: &Authority,
+        resolved: Resolved,
+    ) -> Result<TcpStream, ProxyError> {
+        let timeout = self.shared.config.timeouts.upstream_connect;
+        match tokio::time::timeout(timeout, TcpStream::connect(resolved.addr)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                host: authority.to_string(),
+                phase: "accept the connection",
+                timeout,
+            }),
+            Ok(Err(e)) => Err(ProxyError::Upstream {
+                host: authority.to_string(),
+                detail: format!("connecting to {} failed: {e}", resolved.addr),
+            }),
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+        }
+    }
+
+    async fn tunnel(
+        &self,
+        mut client: Stream,
+        authority: &Authority,
+        mut upstream: TcpStream,
+        early: BytesMut,
+    ) {
+        if write_flush(&mut client, CONNECT_ESTABLISHED).await.is_err() {
+            return;
+        }
+        if !early.is_empty() && upstream.write_all(&early).await.is_err() {
+            return;
+        }
+        let _active = track(&self.shared.metrics.tunnels_active);
+        let idle = self.shared.config.timeouts.tunnel_idle;
+        let (up, down) = relay(client, upstream, idle).await;
+        debug!("tunnel {authority} closed: {up} bytes up, {down} bytes down");
+    }
+
+    async fn intercept(
+        &self,
+        stream: Stream,
+        target: TunnelTarget,
+        host_config: &Arc<rustls::ServerConfig>,
+        early: BytesMut,
+        shutdown: &ShutdownWatch,
+    ) {
+        let metrics = &self.shared.metrics;
+        // The TLS acceptor needs the concrete TCP stream; a client that sent
+        // its ClientHello before reading our 200 gets those bytes replayed.
+        let Some(mut stream) = into_l4(stream) else {
+            return;
+        };
+        stream.rewind(&early);
+        let host = target.authority.host.clone();
+        let header = match ResponseHeader::build(200, Some(0)) {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        stream.set_proxy_digest(ProxyDigest::new(
+            Box::new(header),
+            Some(Box::new(Arc::new(target))),
+        ));
+        let (config, witness) = crate::tls::connection_config(host_config);
+        let acceptor = Acceptor::from_server_config(config);
+        let handshake_timeout = self.shared.config.timeouts.tls_handshake;
+        let tls = match tokio::time::timeout(handshake_timeout, acceptor.tls_handshake(stream))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                metrics
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let text = e.to_string();
+                if let Some(sni) = witness.mismatch() {
+                    warn!("refused TLS inside tunnel to {host}: client named {sni:?} in SNI (SNI must match the CONNECT host)");
+                } else if text.contains("received fatal alert") {
+                    metrics
+                        .tls_client_rejections
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!("client rejected the certificate minted for {host} (does it trust ecluse's CA, or pin certificates?): {text}");
+                } else {
+                    warn!("TLS handshake with client for {host} failed: {text}");
+                }
+                return;
+            }
+            Err(_) => {
+                metrics
+                    .tls_handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!("TLS handshake with client for {host} timed out after {handshake_timeout:?}");
+                return;
+            }
+        };
+        let _active = track(&metrics.intercepts_active);
+        ServerApp::process_new(&self.http, Box::new(tls), shutdown).await;
+    }
+}
+
+#[async_trait]
+impl ServerApp for FrontEnd {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let metrics = &self.shared.metrics;
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        let _active = track(&metrics.connections_active);
+        let limit = self.shared.config.limits.max_connections;
+        if metrics.connections_active.load(Ordering::Relaxed) > limit as i64 {
+            metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            warn!("refused a client connection: at the limit of {limit} concurrent connections");
+            reply(&mut stream, &ProxyError::Overloaded { limit }).await;
+            return None;
+        }
+        let limits = &self.shared.config.limits;
+        let read = tokio::time::timeout(
+            self.shared.config.timeouts.header_read,
+            read_head(
+                &mut stream,
+                limits.max_header_bytes,
+                limits.max_header_count,
+            ),
+        )
+        .await;
+        let (head, mut buf) = match read {
+            Err(_) => {
+                let e = ProxyError::ClientTimeout(self.shared.config.timeouts.header_read);
+                debug!("closing a client connection: {e}");
+                reply(&mut stream, &e).await;
+                return None;
+            }
+            Ok(Err(e)) => {
+                info!("refused a client request head: {e}");
+                reply(&mut stream, &e).await;
+                return None;
+            }
+            Ok(Ok(None)) => return None,
+            Ok(Ok(Some(found))) => found,
+        };
+        match head {
+            Head::Other => {
+                let stream = rewind(stream, &buf)?;
+                ServerApp::process_new(&self.http, stream, shutdown).await
+            }
+            Head::Connect { authority, len } => {
+                let early = buf.split_off(len);
+                match self.plan_connect(&authority).await {
+                    Err(e) => {
+                        metrics.count("ecluse_errors_total", &[("code", e.code())]);
+                        info!("CONNECT {authority} refused: {e}");
+                        reply(&mut stream, &e).await;
+                    }
+                    Ok(Plan::Tunnel(upstream)) => {
+                        self.tunnel(stream, &authority, upstream, early).await
+                    }
+                    Ok(Plan::Intercept(target, host_config)) => {
+                        if write_flush(&mut stream, CONNECT_ESTABLISHED).await.is_ok() {
+                            self.intercept(stream, target, &host_config, early, shutdown)
+                                .await;
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.http).await;
+    }
+}
+
+/// Reads until a complete head. `Ok(None)` when the client closed first.
+async fn read_head(
+    stream: &mut Stream,
+    max_bytes: usize,
+    max_fields: usize,
+) -> Result<Option<(Head, BytesMut)>, ProxyError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+        let n = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("reading request head: {e}")))?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(ProxyError::BadRequest(
+                "connection closed inside the request head".into(),
+            ));
+        }
+        if let Some(head) = parse_head(&buf, max_bytes, max_fields)? {
+            return Ok(Some((head, buf)));
+        }
+    }
+}
+
+type L4Stream = pingora_core::protocols::l4::stream::Stream;
+
+/// The concrete TCP stream behind pingora's boxed stream.
+fn into_l4(stream: Stream) -> Option<L4Stream> {
+    match stream.into_any().downcast::<L4Stream>() {
+        Ok(l4) => Some(*l4),
+        Err(_) => {
+            warn!("cannot take over a connection: unexpected stream type");
+            None
+        }
+    }
+}
+
+/// Puts bytes already read back in front of the stream for the next reader.
+fn rewind(stream: Stream, bytes: &[u8]) -> Option<Stream> {
+    let mut l4 = into_l4(stream)?;
+    l4.rewind(bytes);
+    Some(Box::new(l4))
+}
+
+async fn write_flush(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Answers a refused connection and closes it.
+async fn reply(stream: &mut Stream, error: &ProxyError) {
+    let _ = write_flush(stream, &error.to_h1_response()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+}
+
+/// Copies both ways until both sides close or nothing moves for `idle`.
+/// Returns the bytes sent up and down.
+async fn relay(client: Stream, upstream: TcpStream, idle: Duration) -> (u64, u64) {
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let mut up_buf = vec![0u8; 16 * 1024];
+    let mut down_buf = vec![0u8; 16 * 1024];
+    let (mut up, mut down) = (0u64, 0u64);
+    let (mut client_open, mut upstream_open) = (true, true);
+    while client_open || upstream_open {
+        tokio::select! {
+            read = client_read.read(&mut up_buf), if client_open => match read {
+                Ok(0) | Err(_) => {
+                    client_open = false;
+                    let _ = upstream_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if upstream_write.write_all(&up_buf[..n]).await.is_err() {
+                        break;
+                    }
+                    up += n as u64;
+                }
+            },
+            read = upstream_read.read(&mut down_buf), if upstream_open => match read {
+                Ok(0) | Err(_) => {
+                    upstream_open = false;
+                    let _ = client_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if client_write.write_all(&down_buf[..n]).await.is_err()
+                        || client_write.flush().await.is_err()
+                    {
+                        break;
+                    }
+                    down += n as u64;
+                }
+            },
+            _ = tokio::time::sleep(idle) => {
+                debug!("tunnel idle for {idle:?}: closing");
+                break;
+            }
+        }
+    }
+    (up, down)
+}

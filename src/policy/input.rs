@@ -1,0 +1,232 @@
+//! Building the input documents (version 1) that policies decide on.
+//! Pure functions: the proxy gathers facts, these shape them.
+//! Credentials never enter a document.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::entity::{Entity, Kind, Registry};
+use crate::listener::connect::Authority;
+use crate::llm::ParsedCall;
+
+/// How the client reached the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Through CONNECT (TLS inside).
+    Https,
+    /// Absolute-form plain HTTP.
+    Http,
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationDoc {
+    pub host: String,
+    pub port: u16,
+    pub scheme: Scheme,
+    pub provider: Option<String>,
+    pub api: Option<String>,
+    pub entity: Option<Entity>,
+    pub in_cluster: bool,
+    pub ip_literal: bool,
+    pub port_allowed: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceDoc {
+    pub workload: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectInput {
+    pub version: u32,
+    pub stage: &'static str,
+    pub destination: DestinationDoc,
+    pub source: SourceDoc,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestDoc {
+    pub method: String,
+    pub path: String,
+    pub api: Option<String>,
+    pub operation: Option<String>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub headers: BTreeMap<String, String>,
+    pub body_bytes: usize,
+    pub parse_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestInput {
+    pub version: u32,
+    pub stage: &'static str,
+    pub destination: DestinationDoc,
+    pub request: RequestDoc,
+    pub source: SourceDoc,
+}
+
+/// The destination part, with the registry's facts for the host.
+pub fn destination(
+    registry: &Registry,
+    authority: &Authority,
+    scheme: Scheme,
+    allowed_ports: &[u16],
+) -> DestinationDoc {
+    let provider = registry.lookup(&authority.host);
+    DestinationDoc {
+        host: authority.host.clone(),
+        port: authority.port,
+        scheme,
+        provider: provider.map(|p| p.id.clone()),
+        api: provider.map(|p| p.api.clone()),
+        entity: provider.map(|p| p.entity.clone()),
+        in_cluster: provider.is_some_and(|p| p.kind == Kind::InCluster),
+        ip_literal: authority.ip().is_some(),
+        port_allowed: allowed_ports.contains(&authority.port),
+    }
+}
+
+pub fn connect_input(destination: DestinationDoc, source: SourceDoc) -> ConnectInput {
+    ConnectInput {
+        version: 1,
+        stage: "connect",
+        destination,
+        source,
+    }
+}
+
+/// Header names that carry credentials or session secrets: never shown to
+/// policies, logs or traces.
+pub fn is_credential_header(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "openai-organization",
+        "openai-project",
+        "x-amz-security-token",
+    ];
+    const FRAGMENTS: &[&str] = &["token", "secret", "password", "api-key", "apikey", "auth"];
+    let name = name.to_ascii_lowercase();
+    EXACT.contains(&name.as_str()) || FRAGMENTS.iter().any(|f| name.contains(f))
+}
+
+/// The request part: method, path, what the body says, credential-free headers.
+pub fn request_doc<'a>(
+    method: &str,
+    path: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    body_bytes: usize,
+    call: &ParsedCall,
+) -> RequestDoc {
+    let mut shown = BTreeMap::new();
+    for (name, value) in headers {
+        if is_credential_header(name) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value);
+        shown
+            .entry(name.to_ascii_lowercase())
+            .and_modify(|v: &mut String| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    RequestDoc {
+        method: method.to_string(),
+        path: path.to_string(),
+        api: call.api.clone(),
+        operation: call.operation.map(str::to_string),
+        model: call.model.clone(),
+        stream: call.stream,
+        headers: shown,
+        body_bytes,
+        parse_error: call.parse_error.clone(),
+    }
+}
+
+pub fn request_input(
+    destination: DestinationDoc,
+    request: RequestDoc,
+    source: SourceDoc,
+) -> RequestInput {
+    RequestInput {
+        version: 1,
+        stage: "request",
+        destination,
+        request,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_enter_the_input() {
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("Authorization", b"Bearer sk-canary-123"),
+            ("content-type", b"application/json"),
+            ("OpenAI-Organization", b"org-x"),
+            ("x-api-key", b"canary"),
+            ("X-Custom-Token", b"canary"),
+            ("Cookie", b"session=canary"),
+            ("x-data-classification", b"personal"),
+        ];
+        let call = ParsedCall::default();
+        let doc = request_doc(
+            "POST",
+            "/v1/chat/completions",
+            headers.into_iter(),
+            10,
+            &call,
+        );
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(!json.contains("canary"), "{json}");
+        assert!(!json.contains("org-x"), "{json}");
+        assert_eq!(doc.headers["content-type"], "application/json");
+        assert_eq!(doc.headers["x-data-classification"], "personal");
+    }
+
+    #[test]
+    fn destination_carries_the_registry_facts() {
+        let registry = Registry::embedded();
+        let d = destination(
+            &registry,
+            &Authority::new("api.openai.com", 443),
+            Scheme::Https,
+            &[443],
+        );
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["provider"], "openai");
+        assert_eq!(v["entity"]["name"], "OpenAI OpCo, LLC");
+        assert_eq!(v["entity"]["cloud_act"], true);
+        assert_eq!(v["port_allowed"], true);
+        let d = destination(
+            &registry,
+            &Authority::new("10.1.2.3", 8443),
+            Scheme::Https,
+            &[443],
+        );
+        assert!(d.ip_literal && !d.port_allowed && d.provider.is_none());
+    }
+}

@@ -1,0 +1,473 @@
+//! Sending a decided call upstream and streaming the answer back.
+//!
+//! ecluse forwards every call itself (pingora's connector: pool, upstream
+//! TLS) rather than through pingora's proxy phase, because a decision needs
+//! the whole body first and pingora can replay only 64 KiB of it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use log::{debug, warn};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use crate::config::Timeouts;
+use crate::listener::connect::Authority;
+use crate::reply::ProxyError;
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) and proxy credentials: never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub enum OutboundBody {
+    /// Read in full before deciding; may be re-sent on a stale pooled connection.
+    Buffered(Bytes),
+    /// Relayed from the client as it arrives (uninspected plain HTTP).
+    Streamed,
+}
+
+pub struct Outbound<'a> {
+    pub authority: &'a Authority,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub header: RequestHeader,
+    pub body: OutboundBody,
+}
+
+/// How a forwarded call ended.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    pub status: u16,
+    pub body_bytes: u64,
+    /// Set when the exchange broke after the response started: the client
+    /// connection is closed rather than answered with an error.
+    pub aborted: Option<String>,
+}
+
+pub struct Forwarder {
+    connector: Connector,
+    timeouts: Timeouts,
+}
+
+impl Forwarder {
+    pub fn new(connector: Connector, timeouts: Timeouts) -> Forwarder {
+        Forwarder {
+            connector,
+            timeouts,
+        }
+    }
+
+    fn peer(&self, out: &Outbound<'_>) -> HttpPeer {
+        let sni = if out.tls && out.authority.ip().is_none() {
+            out.authority.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(out.addr, out.tls, sni);
+        peer.options.connection_timeout = Some(self.timeouts.upstream_connect);
+        peer.options.total_connection_timeout =
+            Some(self.timeouts.upstream_connect + self.timeouts.tls_handshake);
+        peer.options.idle_timeout = Some(self.timeouts.keepalive_idle);
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        peer
+    }
+
+    pub async fn forward(
+        &self,
+        session: &mut Session,
+        mut out: Outbound<'_>,
+    ) -> Result<Forwarded, ProxyError> {
+        let peer = self.peer(&out);
+        let host = out.authority.to_string();
+        // A pooled connection the upstream closed while idle fails on first
+        // use; a buffered body can be sent again on a fresh one.
+        let mut attempts_left = 2;
+        let mut upstream = loop {
+            attempts_left -= 1;
+            let (mut upstream, reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| upstream_error(&host, &e, self.timeouts.upstream_connect))?;
+            match self.send_request(session, &mut upstream, &mut out).await {
+                Ok(()) => break upstream,
+                Err(SendError::Client(e)) => return Err(e),
+                Err(SendError::Upstream(e)) => {
+                    let retry = reused
+                        && attempts_left > 0
+                        && matches!(out.body, OutboundBody::Buffered(_));
+                    if !retry {
+                        return Err(upstream_error(&host, &e, self.timeouts.first_byte));
+                    }
+                    debug!("pooled connection to {host} failed ({e}); retrying on a new one");
+                }
+            }
+        };
+        let mut response = match upstream.response_header() {
+            Some(h) => h.clone(),
+            None => {
+                return Err(ProxyError::Upstream {
+                    host,
+                    detail: "no response header".into(),
+                })
+            }
+        };
+        strip_hop_by_hop_response(&mut response);
+        let status = response.status.as_u16();
+        let end_of_stream = upstream.response_done();
+        session
+            .write_response_header(Box::new(response), end_of_stream)
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("client went away: {e}")))?;
+        let mut result = Forwarded {
+            status,
+            ..Forwarded::default()
+        };
+        if !end_of_stream {
+            result.aborted = self
+                .stream_body(session, &mut upstream, &host, &mut result.body_bytes)
+                .await
+                .err();
+        }
+        if result.aborted.is_none() && upstream.response_done() {
+            self.connector
+                .release_http_session(upstream, &peer, Some(self.timeouts.keepalive_idle))
+                .await;
+        } else {
+            session.set_keepalive(None);
+        }
+        Ok(result)
+    }
+
+    async fn send_request(
+        &self,
+        session: &mut Session,
+        upstream: &mut ClientSession,
+        out: &mut Outbound<'_>,
+    ) -> Result<(), SendError> {
+        upstream
+            .write_request_header(Box::new(out.header.clone()))
+            .await
+            .map_err(SendError::Upstream)?;
+        match &out.body {
+            OutboundBody::Buffered(body) => {
+                if !body.is_empty() {
+                    upstream
+                        .write_request_body(body.clone(), true)
+                        .await
+                        .map_err(SendError::Upstream)?;
+                }
+            }
+            OutboundBody::Streamed => loop {
+                let chunk = session
+                    .downstream_session
+                    .read_request_body()
+                    .await
+                    .map_err(|e| {
+                        SendError::Client(ProxyError::BadRequest(format!(
+                            "reading request body: {e}"
+                        )))
+                    })?;
+                match chunk {
+                    Some(data) => upstream
+                        .write_request_body(data, false)
+                        .await
+                        .map_err(SendError::Upstream)?,
+                    None => break,
+                }
+            },
+        }
+        upstream
+            .finish_request_body()
+            .await
+            .map_err(SendError::Upstream)?;
+        match tokio::time::timeout(self.timeouts.first_byte, upstream.read_response_header()).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SendError::Upstream(e)),
+            Err(_) => Err(SendError::Client(ProxyError::UpstreamTimeout {
+                host: out.authority.to_string(),
+                phase: "send a response header",
+                timeout: self.timeouts.first_byte,
+            })),
+        }
+    }
+
+    /// Relays the body chunk by chunk as it arrives (SSE stays unbuffered),
+    /// watching the client so that its disconnect cancels the upstream call.
+    async fn stream_body(
+        &self,
+        session: &mut Session,
+        upstream: &mut ClientSession,
+        host: &str,
+        sent: &mut u64,
+    ) -> Result<(), String> {
+        let idle = self.timeouts.stream_idle;
+        loop {
+            let chunk = tokio::select! {
+                read = tokio::time::timeout(idle, upstream.read_response_body()) => match read {
+                    Err(_) => return Err(format!("upstream {host} sent nothing for {idle:?}")),
+                    Ok(Err(e)) => return Err(format!("reading the answer from {host}: {e}")),
+                    Ok(Ok(chunk)) => chunk,
+                },
+                closed = client_gone(session) => return Err(closed),
+            };
+            let done = upstream.response_done();
+            match chunk {
+                Some(data) => {
+                    *sent += data.len() as u64;
+                    session
+                        .write_response_body(Some(data), done)
+                        .await
+                        .map_err(|e| format!("client went away: {e}"))?;
+                }
+                None => {
+                    session
+                        .write_response_body(None, true)
+                        .await
+                        .map_err(|e| format!("client went away: {e}"))?;
+                }
+            }
+            if done || upstream.response_done() {
+                session
+                    .downstream_session
+                    .finish_body()
+                    .await
+                    .map_err(|e| format!("client went away: {e}"))?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Resolves when the client closes its side (or resets its HTTP/2 stream).
+async fn client_gone(session: &mut Session) -> String {
+    match session.downstream_session.read_body_or_idle(true).await {
+        Err(e) => format!("client closed the connection: {e}"),
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+enum SendError {
+    Upstream(Box<Error>),
+    Client(ProxyError),
+}
+
+/// Maps pingora's connection and protocol errors to what the client is told.
+fn upstream_error(host: &str, e: &Error, timeout: Duration) -> ProxyError {
+    let detail = e.to_string();
+    match e.etype() {
+        ErrorType::ConnectTimedout => ProxyError::UpstreamTimeout {
+            host: host.to_string(),
+            phase: "accept the connection",
+            timeout,
+        },
+        ErrorType::ReadTimedout => ProxyError::UpstreamTimeout {
+            host: host.to_string(),
+            phase: "answer",
+            timeout,
+        },
+        ErrorType::InvalidCert | ErrorType::HandshakeError | ErrorType::TLSHandshakeFailure
+            if detail.to_ascii_lowercase().contains("certificate") =>
+        {
+            ProxyError::UpstreamCertificate {
+                host: host.to_string(),
+                detail,
+            }
+        }
+        _ => {
+            if detail.contains("InvalidCertificate") {
+                return ProxyError::UpstreamCertificate {
+                    host: host.to_string(),
+                    detail,
+                };
+            }
+            warn!("upstream {host}: {detail}");
+            ProxyError::Upstream {
+                host: host.to_string(),
+                detail,
+            }
+        }
+    }
+}
+
+/// The request sent upstream: origin-form path, `Host` set to the
+/// destination, hop-by-hop headers (and those `Connection` names) removed,
+/// `Content-Length` set for a buffered body.
+pub fn upstream_request_header(
+    req: &RequestHeader,
+    authority: &Authority,
+    default_port: u16,
+    body_len: Option<usize>,
+) -> Result<RequestHeader, ProxyError> {
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut out =
+        RequestHeader::build(req.method.clone(), path.as_bytes(), Some(req.headers.len()))
+            .map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))?;
+    let named_by_connection: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for (name, value) in req.headers.iter() {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || lower == "host"
+            || lower == "content-length"
+            || lower == "expect"
+            || named_by_connection.iter().any(|n| n == lower)
+        {
+            continue;
+        }
+        out.append_header(name.clone(), value.clone())
+            .map_err(|e| ProxyError::BadRequest(format!("header {lower}: {e}")))?;
+    }
+    let host = if authority.port == default_port {
+        if authority.host.contains(':') {
+            format!("[{}]", authority.host)
+        } else {
+            authority.host.clone()
+        }
+    } else {
+        authority.to_string()
+    };
+    out.insert_header(http::header::HOST, host)
+        .map_err(|e| ProxyError::BadRequest(format!("host: {e}")))?;
+    match body_len {
+        Some(len) => {
+            if len > 0 || method_expects_body(&req.method) {
+                out.insert_header(http::header::CONTENT_LENGTH, len.to_string())
+                    .map_err(|e| ProxyError::BadRequest(format!("content-length: {e}")))?;
+            }
+        }
+        None => {
+            let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+                || req.headers.contains_key(http::header::CONTENT_LENGTH);
+            if let Some(cl) = req.headers.get(http::header::CONTENT_LENGTH) {
+                out.insert_header(http::header::CONTENT_LENGTH, cl.clone())
+                    .map_err(|e| ProxyError::BadRequest(format!("content-length: {e}")))?;
+            } else if has_body || req.version == http::Version::HTTP_2 {
+                out.insert_header(http::header::TRANSFER_ENCODING, "chunked")
+                    .map_err(|e| ProxyError::BadRequest(format!("transfer-encoding: {e}")))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn method_expects_body(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    )
+}
+
+/// Response headers that describe the upstream connection, not the answer.
+/// `Transfer-Encoding` stays: pingora frames the client side from it.
+pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
+    let named: Vec<String> = resp
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .filter(|h| **h != "transfer-encoding")
+        .map(|h| h.to_string())
+        .chain(named)
+    {
+        resp.remove_header(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_header_for_upstream() {
+        let mut req = RequestHeader::build(
+            "POST",
+            b"https://api.openai.com/v1/chat/completions?x=1",
+            None,
+        )
+        .unwrap();
+        for (k, v) in [
+            ("host", "api.openai.com"),
+            ("authorization", "Bearer sk-test"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("content-length", "999"),
+            ("expect", "100-continue"),
+            ("content-type", "application/json"),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        let out =
+            upstream_request_header(&req, &Authority::new("api.openai.com", 443), 443, Some(42))
+                .unwrap();
+        assert_eq!(out.uri.to_string(), "/v1/chat/completions?x=1");
+        assert_eq!(out.headers["host"], "api.openai.com");
+        assert_eq!(out.headers["content-length"], "42");
+        assert_eq!(out.headers["authorization"], "Bearer sk-test");
+        for gone in [
+            "proxy-authorization",
+            "connection",
+            "x-hop",
+            "keep-alive",
+            "te",
+            "expect",
+        ] {
+            assert!(!out.headers.contains_key(gone), "{gone} was forwarded");
+        }
+        let out = upstream_request_header(&req, &Authority::new("example.com", 8080), 80, Some(0))
+            .unwrap();
+        assert_eq!(out.headers["host"], "example.com:8080");
+    }
+
+    #[test]
+    fn response_hop_by_hop() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in [
+            ("connection", "close, x-internal"),
+            ("x-internal", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/event-stream"),
+        ] {
+            resp.append_header(k, v).unwrap();
+        }
+        strip_hop_by_hop_response(&mut resp);
+        assert!(!resp.headers.contains_key("connection"));
+        assert!(!resp.headers.contains_key("x-internal"));
+        assert!(!resp.headers.contains_key("keep-alive"));
+        assert!(resp.headers.contains_key("transfer-encoding"));
+        assert!(resp.headers.contains_key("content-type"));
+    }
+}

@@ -1,0 +1,86 @@
+//! What every connection shares: configuration, the active policy snapshot,
+//! the leaf cache, the resolver and the metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::listener::connect::Authority;
+use crate::metrics::Metrics;
+use crate::policy::input::{self, DestinationDoc, Scheme, SourceDoc};
+use crate::policy::Snapshot;
+use crate::tls::LeafCache;
+use crate::upstream::resolve::Resolver;
+
+pub struct Shared {
+    pub config: Config,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub leaves: LeafCache,
+    pub resolver: Resolver,
+    pub metrics: Metrics,
+    pub source: SourceDoc,
+    /// Set on SIGTERM: readiness turns false, connections are not kept alive.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: Config, snapshot: Snapshot, leaves: LeafCache) -> Arc<Shared> {
+        let overrides = config
+            .upstream
+            .resolve
+            .iter()
+            .filter_map(|(k, v)| {
+                crate::listener::connect::parse_authority(k)
+                    .ok()
+                    .map(|a| (a, *v))
+            })
+            .collect();
+        let resolver = Resolver::new(
+            overrides,
+            vec![config.listen, config.admin_listen],
+            config.timeouts.dns,
+        );
+        let source = SourceDoc {
+            workload: config.source.workload.clone(),
+            namespace: config.source.namespace.clone(),
+        };
+        Arc::new(Shared {
+            config,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            leaves,
+            resolver,
+            metrics: Metrics::default(),
+            source,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The ports a destination reached this way may use.
+    pub fn allowed_ports(&self, scheme: Scheme) -> &[u16] {
+        match scheme {
+            Scheme::Https => &self.config.upstream.connect_ports,
+            Scheme::Http => &self.config.upstream.http_ports,
+        }
+    }
+
+    /// The destination document for `authority` under `snapshot`.
+    pub fn destination(
+        &self,
+        snapshot: &Snapshot,
+        authority: &Authority,
+        scheme: Scheme,
+    ) -> DestinationDoc {
+        input::destination(
+            &snapshot.registry,
+            authority,
+            scheme,
+            self.allowed_ports(scheme),
+        )
+    }
+}

@@ -1,0 +1,247 @@
+//! Turning a destination into the one address that will be dialled.
+//!
+//! The address is resolved once, checked, and that same address is dialled
+//! (no second lookup that DNS rebinding could answer differently).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::addr::{classify, Restricted};
+use crate::listener::connect::Authority;
+
+/// How a destination resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub addr: SocketAddr,
+    /// Came from `upstream.resolve` (or a configured target): exempt from the
+    /// private-address refusal because an operator named it.
+    pub configured: bool,
+}
+
+/// Why a destination has no address ecluse will dial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The name does not resolve.
+    #[error("{host} does not resolve: {reason}")]
+    NotFound { host: String, reason: String },
+    /// The resolver did not answer in time.
+    #[error("resolving {host} took longer than {timeout:?}")]
+    Timeout { host: String, timeout: Duration },
+    /// Every address of the name is private, loopback, metadata, ...
+    #[error("{host} resolves to {addr}, {}; ecluse does not dial it", .class.describe())]
+    Restricted {
+        host: String,
+        addr: IpAddr,
+        class: Restricted,
+    },
+    /// The address is ecluse's own listener.
+    #[error("{host} resolves to {addr}, ecluse's own listener; refusing a proxy loop")]
+    Loop { host: String, addr: SocketAddr },
+}
+
+/// The resolver: `upstream.resolve` overrides first, then the system resolver
+/// (getaddrinfo on tokio's blocking pool, so /etc/hosts and the pod's
+/// resolv.conf search domains apply), bounded by `timeouts.dns`.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    overrides: HashMap<Authority, SocketAddr>,
+    own_addrs: Vec<SocketAddr>,
+    timeout: Duration,
+}
+
+impl Resolver {
+    pub fn new(
+        overrides: HashMap<Authority, SocketAddr>,
+        own_addrs: Vec<SocketAddr>,
+        timeout: Duration,
+    ) -> Resolver {
+        Resolver {
+            overrides,
+            own_addrs,
+            timeout,
+        }
+    }
+
+    pub fn has_override(&self, authority: &Authority) -> bool {
+        self.overrides.contains_key(authority)
+    }
+
+    pub async fn resolve(&self, authority: &Authority) -> Result<Resolved, ResolveError> {
+        if let Some(addr) = self.overrides.get(authority) {
+            self.check_loop(&authority.host, *addr)?;
+            return Ok(Resolved {
+                addr: *addr,
+                configured: true,
+            });
+        }
+        let candidates: Vec<SocketAddr> = match authority.ip() {
+            Some(ip) => vec![SocketAddr::new(ip, authority.port)],
+            None => {
+                let lookup = tokio::net::lookup_host((authority.host.as_str(), authority.port));
+                match tokio::time::timeout(self.timeout, lookup).await {
+                    Err(_) => {
+                        return Err(ResolveError::Timeout {
+                            host: authority.host.clone(),
+                            timeout: self.timeout,
+                        })
+                    }
+                    Ok(Err(e)) => {
+                        return Err(ResolveError::NotFound {
+                            host: authority.host.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                    Ok(Ok(addrs)) => addrs.collect(),
+                }
+            }
+        };
+        let addr = self.pick_public(&authority.host, &candidates)?;
+        self.check_loop(&authority.host, addr)?;
+        Ok(Resolved {
+            addr,
+            configured: false,
+        })
+    }
+
+    /// The first public address; the refusal names the first restricted one.
+    pub fn pick_public(
+        &self,
+        host: &str,
+        addrs: &[SocketAddr],
+    ) -> Result<SocketAddr, ResolveError> {
+        let mut first_refusal = None;
+        for addr in addrs {
+            match classify(addr.ip()) {
+                None => return Ok(*addr),
+                Some(class) => {
+                    first_refusal.get_or_insert(ResolveError::Restricted {
+                        host: host.to_string(),
+                        addr: addr.ip(),
+                        class,
+                    });
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or_else(|| ResolveError::NotFound {
+            host: host.to_string(),
+            reason: "no addresses".to_string(),
+        }))
+    }
+
+    fn check_loop(&self, host: &str, addr: SocketAddr) -> Result<(), ResolveError> {
+        let is_own = self.own_addrs.iter().any(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip() || (own.ip().is_unspecified() && is_local(addr.ip())))
+        });
+        if is_own {
+            return Err(ResolveError::Loop {
+                host: host.to_string(),
+                addr,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified() || classify(ip).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver(overrides: &[(&str, &str)]) -> Resolver {
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| {
+                (
+                    crate::listener::connect::parse_authority(k).unwrap(),
+                    v.parse().unwrap(),
+                )
+            })
+            .collect();
+        Resolver::new(
+            overrides,
+            vec!["127.0.0.1:3128".parse().unwrap()],
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn overrides_are_exempt_and_ip_literals_are_classified() {
+        let r = resolver(&[("api.openai.com:443", "127.0.0.1:18443")]);
+        let got = r
+            .resolve(&Authority::new("api.openai.com", 443))
+            .await
+            .unwrap();
+        assert_eq!(got.addr, "127.0.0.1:18443".parse().unwrap());
+        assert!(got.configured);
+
+        for ip in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let err = r.resolve(&Authority::new(ip, 443)).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ResolveError::Restricted {
+                        class: Restricted::Loopback,
+                        ..
+                    }
+                ),
+                "{ip}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_loopback_are_refused() {
+        // `localhost` resolves through /etc/hosts to loopback only: refused after
+        // resolution, and nothing is dialled by this test.
+        let r = resolver(&[]);
+        let err = r
+            .resolve(&Authority::new("localhost", 443))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ResolveError::Restricted { .. }), "{err}");
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn picks_the_first_public_address() {
+        let r = resolver(&[]);
+        let addrs: Vec<SocketAddr> = ["10.0.0.1:443", "8.8.8.8:443"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(r.pick_public("x", &addrs).unwrap(), addrs[1]);
+        let err = r.pick_public("x", &addrs[..1]).unwrap_err();
+        assert!(err.to_string().contains("private"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn own_listener_is_a_loop() {
+        let r = resolver(&[("proxy.example:443", "127.0.0.1:3128")]);
+        let err = r
+            .resolve(&Authority::new("proxy.example", 443))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ResolveError::Loop { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unresolvable_names_say_so() {
+        let r = resolver(&[]);
+        let err = r
+            .resolve(&Authority::new("does-not-exist.invalid", 443))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResolveError::NotFound { .. } | ResolveError::Timeout { .. }
+            ),
+            "{err}"
+        );
+    }
+}

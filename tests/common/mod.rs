@@ -1,0 +1,656 @@
+//! Test harness: a test PKI, mock upstreams speaking real HTTP and TLS on
+//! port 0, the ecluse binary started with a generated config, and clients.
+#![allow(dead_code)]
+
+pub mod python;
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdTcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A CA for mock upstreams, distinct from ecluse's own.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca_path: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ecluse test upstream CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        let ca_path = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca_path, cert.pem()).unwrap();
+        TestPki {
+            dir,
+            ca_path,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A TLS server config for `names`, signed by this CA.
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        server_config_for(cert.der().clone(), key)
+    }
+
+    /// A self-signed server config, trusted by nobody.
+    pub fn self_signed_config(names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        server_config_for(cert.der().clone(), key)
+    }
+}
+
+fn server_config_for(cert: CertificateDer<'static>, key: KeyPair) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A request as the mock upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub enum MockResponse {
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    },
+    /// Server-sent events, `gap` apart; the stream ends after the last.
+    Sse { events: Vec<String>, gap: Duration },
+    /// Accept the request and never answer.
+    Hang,
+}
+
+impl MockResponse {
+    pub fn json(status: u16, body: serde_json::Value) -> MockResponse {
+        MockResponse::Full {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Recorded) -> MockResponse + Send + Sync>;
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// SSE streams whose client went away before the last event.
+    pub cancelled_streams: Arc<AtomicUsize>,
+    /// SSE streams sent in full.
+    pub completed_streams: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    pub async fn start(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let cancelled = Arc::new(AtomicUsize::new(0));
+        let completed = Arc::new(AtomicUsize::new(0));
+        let acceptor = tls.map(TlsAcceptor::from);
+        let (req_log, cancelled2, completed2) =
+            (requests.clone(), cancelled.clone(), completed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = tcp.set_nodelay(true);
+                let handler = handler.clone();
+                let (req_log, cancelled, completed) =
+                    (req_log.clone(), cancelled2.clone(), completed2.clone());
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<Incoming>| {
+                        let handler = handler.clone();
+                        let req_log = req_log.clone();
+                        let (cancelled, completed) = (cancelled.clone(), completed.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let recorded = Recorded {
+                                method: parts.method.to_string(),
+                                path: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                version: format!("{:?}", parts.version),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into(),
+                                        )
+                                    })
+                                    .collect(),
+                                body,
+                            };
+                            let response = handler(&recorded);
+                            req_log.lock().unwrap().push(recorded);
+                            Ok::<_, Infallible>(render(response, cancelled, completed).await)
+                        }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        MockUpstream {
+            addr,
+            requests,
+            cancelled_streams: cancelled,
+            completed_streams: completed,
+            task,
+        }
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn render(
+    response: MockResponse,
+    cancelled: Arc<AtomicUsize>,
+    completed: Arc<AtomicUsize>,
+) -> hyper::Response<BoxBody> {
+    match response {
+        MockResponse::Full {
+            status,
+            headers,
+            body,
+        } => {
+            let mut builder = hyper::Response::builder().status(status);
+            for (k, v) in headers {
+                builder = builder.header(k, v);
+            }
+            builder.body(Full::new(body).boxed()).unwrap()
+        }
+        MockResponse::Sse { events, gap } => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+            tokio::spawn(async move {
+                for (i, event) in events.iter().enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(gap).await;
+                    }
+                    let frame = Frame::data(Bytes::from(format!("data: {event}\n\n")));
+                    if tx.send(Ok(frame)).await.is_err() {
+                        cancelled.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                // Wait until hyper has pulled the last frame before counting.
+                let _ = tx.reserve().await;
+                completed.fetch_add(1, Ordering::SeqCst);
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            hyper::Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .unwrap()
+        }
+        MockResponse::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The ecluse binary running with a generated config.
+pub struct Proxy {
+    child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ecluse_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ecluse")
+}
+
+impl Proxy {
+    /// Starts ecluse with `extra` YAML appended to listen/admin/state_dir.
+    pub fn start(extra: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    pub fn start_in(mut dir: tempfile::TempDir, extra: &str) -> Proxy {
+        for _ in 0..5 {
+            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let config = format!(
+                "listen: {listen}\nadmin_listen: {admin}\nstate_dir: {}\n{extra}",
+                dir.path().join("state").display()
+            );
+            let config_path = dir.path().join("ecluse.yaml");
+            std::fs::write(&config_path, config).unwrap();
+            let log_path = dir.path().join("ecluse.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = Command::new(ecluse_bin())
+                .args(["run", "--config"])
+                .arg(&config_path)
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let mut proxy = Proxy {
+                child,
+                listen,
+                admin,
+                dir,
+                log_path,
+            };
+            if proxy.wait_healthy(Duration::from_secs(30)) {
+                return proxy;
+            }
+            // A port taken between probe and bind: try other ports.
+            let logs = proxy.logs();
+            if !logs.contains("ddress already in use") {
+                panic!("ecluse did not start:\n{logs}");
+            }
+            let _ = proxy.child.kill();
+            let _ = proxy.child.wait();
+            dir = std::mem::replace(&mut proxy.dir, tempfile::tempdir().unwrap());
+        }
+        panic!("could not find free ports for ecluse");
+    }
+
+    fn wait_healthy(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Some((200, _)) = admin_get(self.admin, "/healthz") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.state_dir().join("ca.pem")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        admin_get(self.admin, path).expect("admin endpoint answers")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Connects and sends CONNECT; returns the stream after a 200, or the
+    /// status and full response text.
+    pub async fn connect(&self, authority: &str) -> Result<TcpStream, (u16, String)> {
+        let mut tcp = TcpStream::connect(self.listen).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.write_all(
+            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = read_until_blank_line(&mut tcp).await;
+        let status = parse_status(&head);
+        if status == 200 {
+            return Ok(tcp);
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+        Err((status, format!("{head}{}", String::from_utf8_lossy(&rest))))
+    }
+
+    /// CONNECT then a TLS handshake trusting ecluse's CA.
+    pub async fn connect_tls(
+        &self,
+        authority: &str,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = self.connect(authority).await.expect("CONNECT accepted");
+        let host = authority.rsplit_once(':').unwrap().0;
+        tls_connect(tcp, host, &[self.ca_path()], alpn)
+            .await
+            .unwrap()
+    }
+}
+
+/// GET on the admin listener with a raw HTTP/1.0 request.
+pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = StdTcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = parse_status(&out);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+pub fn parse_status(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+pub async fn read_until_blank_line<S: AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte)).await {
+            Ok(Ok(1)) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+pub fn client_config(ca_files: &[PathBuf], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for path in ca_files {
+        let pem = std::fs::read_to_string(path).unwrap();
+        for cert in ecluse::tls::ca::parse_pem_certs(&pem).unwrap() {
+            roots.add(cert).unwrap();
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+pub async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    host: &str,
+    ca_files: &[PathBuf],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<S>> {
+    let connector = TlsConnector::from(client_config(ca_files, alpn));
+    let name = ServerName::try_from(host.to_string()).unwrap();
+    connector.connect(name, stream).await
+}
+
+/// One HTTP/1.1 exchange with hyper over an established stream.
+pub async fn http1_send<S>(
+    stream: S,
+    request: hyper::Request<Full<Bytes>>,
+) -> hyper::Response<Incoming>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender.send_request(request).await.unwrap()
+}
+
+pub async fn body_text(response: hyper::Response<Incoming>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn post_json(host: &str, path: &str, body: &str) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::post(path)
+        .header("host", host)
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-test-client-key")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// Runs curl, returning (exit code, stdout, stderr).
+pub fn curl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "30"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is installed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// YAML for `upstream:` pointing `authorities` at `addr`, trusting `ca`.
+pub fn upstream_yaml(resolve: &[(&str, SocketAddr)], extra_ca: Option<&Path>) -> String {
+    let mut out = String::from("upstream:\n  resolve:\n");
+    for (authority, addr) in resolve {
+        out.push_str(&format!("    \"{authority}\": \"{addr}\"\n"));
+    }
+    if let Some(ca) = extra_ca {
+        out.push_str(&format!("  extra_ca_file: {}\n", ca.display()));
+    }
+    out
+}
+
+/// A minimal OpenAI chat completion answer.
+pub fn chat_completion(model: &str, content: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    })
+}
+
+/// The chunks of a streamed chat completion, as SSE `data:` payloads.
+pub fn chat_stream_events(model: &str, words: &[&str]) -> Vec<String> {
+    let mut events: Vec<String> = words
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]
+            })
+            .to_string()
+        })
+        .collect();
+    events.push(
+        serde_json::json!({
+            "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": words.len()}
+        })
+        .to_string(),
+    );
+    events.push("[DONE]".to_string());
+    events
+}
+
+/// A mock OpenAI: chat completions (JSON or SSE when `stream` is set),
+/// embeddings and models; echoes what it was sent in `x-mock-*` headers.
+pub fn openai_handler() -> Handler {
+    Arc::new(|req: &Recorded| {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let model = body["model"].as_str().unwrap_or("unknown").to_string();
+        match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/v1/chat/completions") if body["stream"] == true => MockResponse::Sse {
+                events: chat_stream_events(&model, &["Hello", " from", " the", " mock"]),
+                gap: Duration::from_millis(20),
+            },
+            ("POST", "/v1/chat/completions") => {
+                MockResponse::json(200, chat_completion(&model, "Hello from the mock"))
+            }
+            ("GET", "/v1/models") => MockResponse::json(
+                200,
+                serde_json::json!({"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "mock"}]}),
+            ),
+            ("POST", "/echo") => MockResponse::Full {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/octet-stream".into()),
+                    ("x-received-bytes".into(), req.body.len().to_string()),
+                ],
+                body: req.body.clone(),
+            },
+            _ => MockResponse::json(
+                404,
+                serde_json::json!({"error": {"message": "no such mock route"}}),
+            ),
+        }
+    })
+}

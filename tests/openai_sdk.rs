@@ -1,0 +1,111 @@
+//! The official `openai` Python SDK, unmodified, through `HTTPS_PROXY` with the
+//! CA bundle from `ecluse ca bundle`.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(api_key="sk-test-canary-0000", max_retries=0, timeout=30)
+mode = sys.argv[1]
+if mode == "chat":
+    r = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    print(json.dumps({"content": r.choices[0].message.content, "model": r.model,
+                      "usage": r.usage.total_tokens}))
+elif mode == "stream":
+    parts = []
+    stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+        messages=[{"role": "user", "content": "hi"}])
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+    print(json.dumps({"content": "".join(parts)}))
+elif mode == "models":
+    print(json.dumps({"ids": [m.id for m in client.models.list()]}))
+"#;
+
+fn run_sdk(proxy: &Proxy, bundle: &std::path::Path, mode: &str) -> serde_json::Value {
+    let python = common::python::python();
+    let out = Command::new(python)
+        .args(["-c", SCRIPT, mode])
+        .env("HTTPS_PROXY", proxy.proxy_url())
+        .env("SSL_CERT_FILE", bundle)
+        .env_remove("HTTP_PROXY")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "openai SDK ({mode}) failed:\n{stdout}\n{}\n--- ecluse ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.logs()
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_through_https_proxy() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", mock.addr)],
+        Some(&pki.ca_path),
+    ));
+    let bundle = proxy.dir.path().join("bundle.pem");
+    let config = proxy.dir.path().join("ecluse.yaml");
+    let out = Command::new(ecluse_bin())
+        .args(["ca", "bundle", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (proxy, bundle) = (std::sync::Arc::new(proxy), std::sync::Arc::new(bundle));
+    let run = |mode: &'static str| {
+        let (proxy, bundle) = (proxy.clone(), bundle.clone());
+        tokio::task::spawn_blocking(move || run_sdk(&proxy, &bundle, mode))
+    };
+    let chat = run("chat").await.unwrap();
+    assert_eq!(chat["content"], "Hello from the mock");
+    assert_eq!(chat["model"], "gpt-4o");
+    assert_eq!(chat["usage"], 7);
+
+    let streamed = run("stream").await.unwrap();
+    assert_eq!(streamed["content"], "Hello from the mock");
+
+    let models = run("models").await.unwrap();
+    assert_eq!(models["ids"][0], "gpt-4o");
+
+    let recorded = mock.recorded();
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded[1]
+        .body
+        .windows(13)
+        .any(|w| w == b"\"stream\":true"));
+    // The SDK's own key reaches the (unrerouted) upstream, and nowhere else.
+    assert_eq!(
+        recorded[0].header("authorization"),
+        Some("Bearer sk-test-canary-0000")
+    );
+    assert!(
+        !proxy.logs().contains("sk-test-canary-0000"),
+        "client key in ecluse's log"
+    );
+}

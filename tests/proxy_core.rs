@@ -1,0 +1,756 @@
+//! The core path end to end: CONNECT, minted TLS, forwarding, streaming,
+//! tunnels, plain HTTP, and the refusals of SECURITY.md that the core owns.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Setup {
+    pki: TestPki,
+    openai: MockUpstream,
+    proxy: Proxy,
+}
+
+/// A TLS mock for api.openai.com and ecluse pointed at it.
+async fn setup(extra: &str) -> Setup {
+    let pki = TestPki::new();
+    let openai = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let yaml = format!(
+        "{}{extra}",
+        upstream_yaml(&[("api.openai.com:443", openai.addr)], Some(&pki.ca_path))
+    );
+    let proxy = Proxy::start(&yaml);
+    Setup { pki, openai, proxy }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_intercepted_post_reaches_the_upstream_intact() {
+    let s = setup("").await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let ca = s.proxy.ca_path();
+    let (code, out, err) = curl(&[
+        "--proxy",
+        &s.proxy.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "authorization: Bearer sk-test",
+        "--data",
+        body,
+        "https://api.openai.com/v1/chat/completions",
+    ]);
+    assert_eq!(code, 0, "curl failed: {err}\n{}", s.proxy.logs());
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Hello from the mock"
+    );
+    let recorded = s.openai.recorded();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].path, "/v1/chat/completions");
+    assert_eq!(recorded[0].body, body.as_bytes());
+    assert_eq!(recorded[0].header("host"), Some("api.openai.com"));
+    assert!(recorded[0].header("proxy-authorization").is_none());
+    let (_, metrics) = s.proxy.admin_get("/metrics");
+    assert!(
+        metrics.contains("ecluse_requests_total{action=\"intercept\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_inside_the_tunnel() {
+    let s = setup("").await;
+    let ca = s.proxy.ca_path();
+    let (code, out, err) = curl(&[
+        "--http2",
+        "--proxy",
+        &s.proxy.proxy_url(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-w",
+        "\n%{http_version}",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        r#"{"model":"gpt-4o","messages":[]}"#,
+        "https://api.openai.com/v1/chat/completions",
+    ]);
+    assert_eq!(code, 0, "curl failed: {err}\n{}", s.proxy.logs());
+    let (json, version) = out.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "curl spoke HTTP/{version} to ecluse");
+    let answer: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(answer["model"], "gpt-4o");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_carries_many_calls_on_one_tunnel() {
+    let s = setup("").await;
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..20 {
+        let body = format!(r#"{{"model":"m-{i}","messages":[]}}"#);
+        sender
+            .ready()
+            .await
+            .expect("the tunnel stays open between calls");
+        let resp = sender
+            .send_request(post_json("api.openai.com", "/v1/chat/completions", &body))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = body_text(resp).await;
+        assert!(text.contains(&format!("m-{i}")), "{text}");
+    }
+    assert_eq!(s.openai.recorded().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mebibyte_body_reaches_the_upstream_whole() {
+    let s = setup("").await;
+    // A JSON body far above pingora's 64 KiB retry buffer.
+    let filler = "x".repeat(1024 * 1024);
+    let body =
+        format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{filler}"}}]}}"#);
+    assert!(body.len() > 1024 * 1024);
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let resp = http1_send(
+        tls,
+        post_json("api.openai.com", "/v1/chat/completions", &body),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let recorded = s.openai.recorded();
+    assert_eq!(recorded[0].body.len(), body.len());
+    assert_eq!(recorded[0].body, body.as_bytes());
+    // The decision point saw the parsed call (model from the body).
+    assert!(
+        s.proxy
+            .logs()
+            .contains("request POST api.openai.com:443/v1/chat/completions: allow"),
+        "{}",
+        s.proxy.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_body_is_413_before_anything_is_forwarded() {
+    let s = setup("limits: { max_request_body: 64KiB }\n").await;
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let body = "y".repeat(100 * 1024);
+    let resp = http1_send(
+        tls,
+        post_json("api.openai.com", "/v1/chat/completions", &body),
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    let text = body_text(resp).await;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "body_too_large");
+    assert!(v["error"]["message"].as_str().unwrap().contains("65536"));
+    assert!(s.openai.recorded().is_empty());
+
+    // Chunked, without a declared length: refused once it crosses the limit.
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..10)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'z'; 16 * 1024]))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let req = hyper::Request::post("/v1/chat/completions")
+        .header("host", "api.openai.com")
+        .body(body)
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(s.openai.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_sse_reaches_the_client_as_it_is_sent() {
+    let pki = TestPki::new();
+    let events: Vec<String> = (0..6).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let handler_events = events.clone();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(move |_req: &Recorded| MockResponse::Sse {
+            events: handler_events.clone(),
+            gap: Duration::from_millis(300),
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", mock.addr)],
+        Some(&pki.ca_path),
+    ));
+    let tls = proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let started = Instant::now();
+    let resp = http1_send(
+        tls,
+        post_json(
+            "api.openai.com",
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","stream":true,"messages":[]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+            arrivals.push(started.elapsed());
+        }
+    }
+    for e in &events {
+        assert!(text.contains(e.as_str()), "{text}");
+    }
+    // The upstream needs 1.5 s for all six events; the first must arrive
+    // long before that, and arrivals must be spread out, not one burst.
+    let first = arrivals[0];
+    let last = *arrivals.last().unwrap();
+    assert!(
+        last >= Duration::from_millis(1400),
+        "stream ended at {last:?}"
+    );
+    assert!(
+        first < Duration::from_millis(900),
+        "first event arrived at {first:?}, after the upstream was nearly done"
+    );
+    assert!(
+        arrivals.len() >= 4,
+        "events arrived in {} bursts",
+        arrivals.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_mid_stream_cancels_the_upstream_call() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(|_req: &Recorded| MockResponse::Sse {
+            events: (0..200).map(|i| format!("{{\"n\":{i}}}")).collect(),
+            gap: Duration::from_millis(100),
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", mock.addr)],
+        Some(&pki.ca_path),
+    ));
+    let mut tls = proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    tls.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(tls);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.cancelled_streams.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream stream kept going after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mock.completed_streams.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_hosts_are_tunnelled_untouched() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["tunnel.example"])),
+        Arc::new(|_req: &Recorded| MockResponse::json(200, serde_json::json!({"tunnelled": true}))),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(&[("tunnel.example:443", mock.addr)], None));
+    // curl trusts only the test upstream CA: a minted (intercepted) leaf would fail.
+    let (code, out, err) = curl(&[
+        "--proxy",
+        &proxy.proxy_url(),
+        "--cacert",
+        pki.ca_path.to_str().unwrap(),
+        "https://tunnel.example/anything",
+    ]);
+    assert_eq!(code, 0, "{err}\n{}", proxy.logs());
+    assert!(out.contains("tunnelled"), "{out}");
+    assert!(proxy.logs().contains("connect tunnel.example:443: tunnel"));
+    let (_, metrics) = proxy.admin_get("/metrics");
+    assert!(
+        metrics.contains("ecluse_connect_total{action=\"tunnel\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_destinations_get_403_before_tls() {
+    let s = setup("").await;
+    for authority in ["api.openai.com:8443", "127.0.0.1:443", "[::1]:443"] {
+        let (status, text) = s.proxy.connect(authority).await.unwrap_err();
+        assert_eq!(status, 403, "{authority}: {text}");
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["type"], "permission_error", "{authority}");
+        assert_eq!(v["error"]["code"], "policy_denied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_names_resolving_to_loopback_are_refused_after_resolution() {
+    // Only loopback is used end to end; the classifier's other ranges are
+    // unit-tested without sending a packet.
+    let s = setup("").await;
+    for authority in ["localhost:443", "localhost.:443"] {
+        let (status, text) = s.proxy.connect(authority).await.unwrap_err();
+        assert_eq!(status, 403, "{authority}: {text}");
+        assert!(text.contains("loopback"), "{text}");
+        assert!(text.contains("destination_forbidden"), "{text}");
+    }
+    // Plain HTTP to a loopback name and to an IPv4-mapped loopback literal.
+    let (code, out, _) = curl(&["--proxy", &s.proxy.proxy_url(), "http://localhost:80/"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("destination_forbidden"), "{out}");
+    let (_, out, _) = curl(&[
+        "--proxy",
+        &s.proxy.proxy_url(),
+        "-w",
+        "%{http_code}",
+        "http://[::ffff:127.0.0.1]/",
+    ]);
+    assert!(out.ends_with("403"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_loop_is_refused() {
+    let listen_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // Point a name at ecluse's own listener through upstream.resolve.
+    let yaml =
+        format!("upstream:\n  resolve:\n    \"loop.example:443\": \"127.0.0.1:{listen_port}\"\n");
+    let config = format!(
+        "listen: 127.0.0.1:{listen_port}\nadmin_listen: 127.0.0.1:{}\nstate_dir: {}\n{yaml}",
+        free_port(),
+        dir.path().join("state").display()
+    );
+    std::fs::write(dir.path().join("loop.yaml"), config).unwrap();
+    let mut child = std::process::Command::new(ecluse_bin())
+        .args(["run", "--config"])
+        .arg(dir.path().join("loop.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tcp = None;
+    for _ in 0..200 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", listen_port)).await {
+            tcp = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tcp = tcp.expect("ecluse listens");
+    tcp.write_all(b"CONNECT loop.example:443 HTTP/1.1\r\nHost: loop.example:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(out.contains("proxy loop"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_host_is_502_with_reason() {
+    let s = setup("").await;
+    let (status, text) = s
+        .proxy
+        .connect("no-such-host.invalid:443")
+        .await
+        .unwrap_err();
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("does not resolve"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_proxied() {
+    let mock = MockUpstream::start(
+        None,
+        Arc::new(|req: &Recorded| {
+            MockResponse::json(
+                200,
+                serde_json::json!({"path": req.path, "host": req.header("host")}),
+            )
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(&[("plain.example:80", mock.addr)], None));
+    let (code, out, err) = curl(&[
+        "--proxy",
+        &proxy.proxy_url(),
+        "-H",
+        "proxy-authorization: Basic c2VjcmV0",
+        "http://plain.example/hello?x=1",
+    ]);
+    assert_eq!(code, 0, "{err}\n{}", proxy.logs());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["path"], "/hello?x=1");
+    assert_eq!(v["host"], "plain.example");
+    let recorded = mock.recorded();
+    assert!(recorded[0].header("proxy-authorization").is_none());
+    // A non-proxy (origin-form) request to the proxy port is told what to do.
+    let (_, out, _) = curl(&[&format!("http://{}/v1/models", proxy.listen)]);
+    assert!(out.contains("not_a_proxy_request"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_with_a_wrong_name_certificate_is_502() {
+    let pki = TestPki::new();
+    let wrong_name = MockUpstream::start(
+        Some(pki.server_config(&["other.example"])),
+        openai_handler(),
+    )
+    .await;
+    let self_signed = MockUpstream::start(
+        Some(TestPki::self_signed_config(&["api.anthropic.com"])),
+        openai_handler(),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[
+            ("api.openai.com:443", wrong_name.addr),
+            ("api.anthropic.com:443", self_signed.addr),
+        ],
+        Some(&pki.ca_path),
+    ));
+    for host in ["api.openai.com", "api.anthropic.com"] {
+        let tls = proxy
+            .connect_tls(&format!("{host}:443"), &[b"http/1.1"])
+            .await;
+        let resp = http1_send(tls, post_json(host, "/v1/chat/completions", "{}")).await;
+        assert_eq!(resp.status(), 502, "{host}");
+        let text = body_text(resp).await;
+        assert!(
+            text.contains("upstream_certificate_invalid"),
+            "{host}: {text}"
+        );
+    }
+    assert!(wrong_name.recorded().is_empty() && self_signed.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_that_never_answers_is_504() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(|_req: &Recorded| MockResponse::Hang),
+    )
+    .await;
+    let proxy = Proxy::start(&format!(
+        "{}timeouts: {{ first_byte: 1s }}\n",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path))
+    ));
+    let tls = proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let started = Instant::now();
+    let resp = http1_send(
+        tls,
+        post_json("api.openai.com", "/v1/chat/completions", "{}"),
+    )
+    .await;
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(body_text(resp).await.contains("upstream_timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misdirected_host_inside_a_tunnel_is_421() {
+    let s = setup("").await;
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let resp = http1_send(tls, post_json("evil.example", "/v1/chat/completions", "{}")).await;
+    assert_eq!(resp.status(), 421);
+    assert!(s.openai.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_differing_from_connect_is_refused() {
+    let s = setup("").await;
+    let tcp = s.proxy.connect("api.openai.com:443").await.unwrap();
+    let result = tls_connect(tcp, "api.anthropic.com", &[s.proxy.ca_path()], &[]).await;
+    assert!(result.is_err(), "handshake for another SNI succeeded");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.proxy
+            .logs()
+            .contains("client named \"api.anthropic.com\" in SNI"),
+        "{}",
+        s.proxy.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_malformed_framing_get_400_and_close() {
+    let s = setup("").await;
+    let attacks = [
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: +5\r\n\r\nhello",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad: a\x00b\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for attack in attacks {
+        let mut tls = s
+            .proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        tls.write_all(attack.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(read.is_ok(), "connection left open after {attack:?}");
+        assert!(text.starts_with("HTTP/1.1 400"), "{attack:?} -> {text}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "a second response: {text}"
+        );
+    }
+    assert!(s.openai.recorded().is_empty(), "{:?}", s.openai.recorded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_headers_get_431() {
+    let s = setup("").await;
+    let big = "a".repeat(40 * 1024);
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    for extra in [format!("x-big: {big}\r\n"), many] {
+        let mut tls = s
+            .proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        tls.write_all(
+            format!("GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n{extra}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    }
+    // On the CONNECT itself too.
+    let mut tcp = tokio::net::TcpStream::connect(s.proxy.listen)
+        .await
+        .unwrap();
+    tcp.write_all(
+        format!("CONNECT api.openai.com:443 HTTP/1.1\r\nx-big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_denied_before_its_body_is_read_never_leaks_the_next_bytes() {
+    let s = setup("limits: { max_request_body: 1KiB }\n").await;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let body = "b".repeat(2048);
+    // The body of the refused request is itself a request: it must never be parsed.
+    let smuggled = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: {}\r\n\r\n{body}GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(smuggled.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(s.openai.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_at_the_header_timeout() {
+    let s = setup("timeouts: { header_read: 1s }\n").await;
+    let mut tcp = tokio::net::TcpStream::connect(s.proxy.listen)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"CONNECT api.openai.com:443 HTTP/1.1\r\n".iter() {
+        if tcp.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(closed || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_inside_a_tunnel_is_refused() {
+    let s = setup("").await;
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let req = hyper::Request::get("/v1/realtime")
+        .header("host", "api.openai.com")
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = http1_send(tls, req).await;
+    assert_eq!(resp.status(), 403);
+    assert!(s.openai.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_connections_get_503() {
+    let s = setup("limits: { max_connections: 2 }\n").await;
+    let _a = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let _b = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let (status, text) = s.proxy.connect("api.openai.com:443").await.unwrap_err();
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("overloaded"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(|_req: &Recorded| MockResponse::Sse {
+            events: (0..8).map(|i| format!("{{\"n\":{i}}}")).collect(),
+            gap: Duration::from_millis(150),
+        }),
+    )
+    .await;
+    let mut proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", mock.addr)],
+        Some(&pki.ca_path),
+    ));
+    let tls = proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let resp = http1_send(
+        tls,
+        post_json(
+            "api.openai.com",
+            "/v1/chat/completions",
+            r#"{"stream":true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(body_text(resp));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = proxy.admin;
+    let status = tokio::task::spawn_blocking(move || {
+        let exit = proxy.terminate(Duration::from_secs(10));
+        (exit, proxy)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = tokio::task::spawn_blocking(move || admin_get(admin, "/readyz"))
+        .await
+        .unwrap();
+    if let Some((code, _)) = ready {
+        assert_eq!(code, 503, "still ready while draining");
+    }
+    let text = reader.await.unwrap();
+    assert!(text.contains("{\"n\":7}"), "stream cut short: {text}");
+    let (exit, proxy) = status.await.unwrap();
+    let exit = exit.expect("ecluse exited after the drain");
+    assert!(exit.success(), "{exit:?}\n{}", proxy.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints() {
+    let s = setup("").await;
+    assert_eq!(s.proxy.admin_get("/healthz").0, 200);
+    assert_eq!(s.proxy.admin_get("/readyz").0, 200);
+    let (code, pem) = s.proxy.admin_get("/ca.pem");
+    assert_eq!(code, 200);
+    assert_eq!(pem, std::fs::read_to_string(s.proxy.ca_path()).unwrap());
+    let (code, policy) = s.proxy.admin_get("/policy");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    assert!(v["revision"].as_str().unwrap().starts_with("embedded"));
+    assert_eq!(s.proxy.admin_get("/nope").0, 404);
+    let _ = &s.pki;
+}

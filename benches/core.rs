@@ -25,9 +25,13 @@ fn leaf_minting(c: &mut Criterion) {
     c.bench_function("mint_leaf_cold", |b| {
         b.iter(|| ca.mint_leaf(black_box("api.openai.com")).unwrap())
     });
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let cache = LeafCache::new(ca.clone(), 1024);
-    runtime.block_on(cache.server_config("api.openai.com")).unwrap();
+    runtime
+        .block_on(cache.server_config("api.openai.com"))
+        .unwrap();
     c.bench_function("leaf_cached", |b| {
         b.iter(|| {
             runtime
@@ -58,7 +62,10 @@ fn chat_body(content_bytes: usize) -> Vec<u8> {
 }
 
 fn body_parsing(c: &mut Criterion) {
-    for (name, size) in [("parse_chat_body_1KiB", 1024), ("parse_chat_body_1MiB", 1 << 20)] {
+    for (name, size) in [
+        ("parse_chat_body_1KiB", 1024),
+        ("parse_chat_body_1MiB", 1 << 20),
+    ] {
         let body = chat_body(size);
         c.bench_function(name, |b| {
             b.iter_batched(

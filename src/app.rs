@@ -14,12 +14,14 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
-use crate::entity::{Registry, RegistryError, EMBEDDED_REGISTRY};
 use crate::listener::FrontEnd;
+use crate::policy::load::{self, Context, LoadError, PolicyFiles};
 use crate::policy::Snapshot;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::EgressProxy;
+use crate::route::{targets_from_config, Target};
 use crate::state::Shared;
 use crate::tls::{ca, CaError, CertificateAuthority, LeafCache};
 
@@ -31,7 +33,7 @@ pub enum StartError {
     #[error("CA: {0}")]
     Ca(#[from] CaError),
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Policy(#[from] LoadError),
     #[error("{0}")]
     Setup(String),
 }
@@ -50,26 +52,34 @@ pub fn load_ca(config: &Config) -> Result<CertificateAuthority, CaError> {
     )
 }
 
-/// The registry of the configured policy directory, or the embedded one.
-pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
+/// The policy files of the configured directory, or the embedded defaults,
+/// with their revision id and a description of the source.
+pub fn read_policy(config: &Config) -> Result<(PolicyFiles, String, String), LoadError> {
     match &config.policy.dir {
-        None => Ok(Snapshot::new(
-            Registry::from_json(EMBEDDED_REGISTRY)?,
-            format!("embedded-{}", env!("CARGO_PKG_VERSION")),
-            "embedded".into(),
-        )),
+        None => {
+            let files = PolicyFiles::embedded();
+            let revision = format!("embedded-{}-{}", env!("CARGO_PKG_VERSION"), files.digest());
+            Ok((files, revision, "embedded".into()))
+        }
         Some(dir) => {
-            let path = dir.join("data").join("entities.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| StartError::Setup(format!("{}: {e}", path.display())))?;
-            let registry = Registry::from_json(&text)?;
-            Ok(Snapshot::new(
-                registry,
-                content_revision(text.as_bytes()),
-                format!("dir:{}", dir.display()),
-            ))
+            let files = PolicyFiles::read_dir(dir)?;
+            let revision = files.digest();
+            Ok((files, revision, format!("dir:{}", dir.display())))
         }
     }
+}
+
+/// Reads, compiles and tests the configured policy revision.
+pub fn load_snapshot(
+    config: &Config,
+    targets: &std::collections::BTreeMap<String, Target>,
+) -> Result<Snapshot, LoadError> {
+    let (files, revision, source) = read_policy(config)?;
+    let context = Context {
+        targets,
+        timeout: config.policy.eval_timeout,
+    };
+    load::load_revision(&files, &context, revision, source)
 }
 
 /// `sha256:` and the first 12 hex digits of the content's digest.
@@ -124,14 +134,33 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf), StartError> {
         .map_err(StartError::Setup)?;
     let roots_path = config.state_dir.join("upstream-roots.pem");
     write_atomically(&roots_path, roots.as_bytes()).map_err(StartError::Setup)?;
-    let snapshot = load_snapshot(&config)?;
+    let targets =
+        targets_from_config(&config.targets).map_err(|p| StartError::Setup(p.join("; ")))?;
+    for problem in crate::route::check_key_files(&targets) {
+        warn!("{problem}: reroutes to this target will get 503 until the key is readable");
+    }
+    let snapshot = load_snapshot(&config, &targets)?;
     info!(
         "policy revision {} from {}",
         snapshot.revision, snapshot.source
     );
+    let audit = AuditLog::open(config.audit.file.as_deref()).map_err(|e| {
+        StartError::Setup(format!(
+            "cannot open the audit log {}: {e}",
+            config
+                .audit
+                .file
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "stdout".into())
+        ))
+    })?;
     let cache_size = config.ca.leaf_cache_size.unwrap_or(DEFAULT_LEAF_CACHE);
     let leaves = LeafCache::new(Arc::new(ca), cache_size);
-    Ok((Shared::new(config, snapshot, leaves), roots_path))
+    Ok((
+        Shared::new(config, snapshot, leaves, targets, audit),
+        roots_path,
+    ))
 }
 
 /// Runs until SIGTERM (drain, then exit) or SIGINT (exit now).
@@ -175,14 +204,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(admin);
 
     info!(
-        "ecluse listening on {} (admin {})",
-        config.listen, config.admin_listen
+        "ecluse listening on {} (admin {}), mode {:?}",
+        config.listen, config.admin_listen, config.mode
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(Drain {
             shared: shared.clone(),
         }),
     });
+    shared.audit.close();
     info!("ecluse stopped");
     Ok(())
 }

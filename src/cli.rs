@@ -37,6 +37,34 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Test and try policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Run the `test_*` rules of every `*_test.rego`; exit 1 on any failure.
+    Test {
+        /// Policy directory (default: the embedded policies).
+        dir: Option<PathBuf>,
+        /// Config whose targets the policies see as data.targets.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the decision document for one input document (JSON).
+    Eval {
+        /// Policy directory (default: the config's policy.dir, else the embedded policies).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The input document; its `stage` (connect or request) picks the decision.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,7 +105,105 @@ pub fn main() -> ExitCode {
             CaCommand::Init { dir, config } => ca_init(dir, config.as_deref()),
             CaCommand::Bundle { out, config } => ca_bundle(&out, config.as_deref()),
         },
+        Command::Policy { command } => match command {
+            PolicyCommand::Test { dir, config } => policy_test(dir, config.as_deref()),
+            PolicyCommand::Eval {
+                policy,
+                input,
+                config,
+            } => policy_eval(policy, &input, config.as_deref()),
+        },
     }
+}
+
+/// The config (or defaults) with `policy.dir` replaced when one is given.
+fn policy_config(dir: Option<PathBuf>, config: Option<&Path>) -> Result<Config, String> {
+    let mut config = load_config(config)?;
+    if dir.is_some() {
+        config.policy.dir = dir;
+    }
+    Ok(config)
+}
+
+fn policy_test(dir: Option<PathBuf>, config: Option<&Path>) -> ExitCode {
+    let config = match policy_config(dir, config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let targets = match crate::route::targets_from_config(&config.targets) {
+        Ok(t) => t,
+        Err(p) => return fail(&p.join("; ")),
+    };
+    let (files, revision, source) = match app::read_policy(&config) {
+        Ok(f) => f,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let context = crate::policy::load::Context {
+        targets: &targets,
+        timeout: config.policy.eval_timeout,
+    };
+    let results = match crate::policy::load::run_tests(&files, &context) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        match (&r.passed, &r.detail) {
+            (true, _) => println!("PASS {}", r.name),
+            (false, Some(d)) => println!("FAIL {}: {d}", r.name),
+            (false, None) => println!("FAIL {}", r.name),
+        }
+    }
+    println!(
+        "{} passed, {failed} failed ({source}, revision {revision})",
+        results.len() - failed
+    );
+    if results.is_empty() {
+        println!("no test_* rules found in *_test.rego files");
+        return ExitCode::FAILURE;
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn policy_eval(dir: Option<PathBuf>, input: &Path, config: Option<&Path>) -> ExitCode {
+    let config = match policy_config(dir, config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let document: serde_json::Value = match std::fs::read_to_string(input)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => return fail(&format!("input {}: {e}", input.display())),
+    };
+    let targets = match crate::route::targets_from_config(&config.targets) {
+        Ok(t) => t,
+        Err(p) => return fail(&p.join("; ")),
+    };
+    let (files, revision, source) = match app::read_policy(&config) {
+        Ok(f) => f,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let context = crate::policy::load::Context {
+        targets: &targets,
+        timeout: config.policy.eval_timeout,
+    };
+    let snapshot = match crate::policy::load::compile(&files, &context, revision, source) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let output = if document.get("stage").and_then(|s| s.as_str()) == Some("connect") {
+        serde_json::to_string_pretty(&snapshot.decide_connect(&document))
+    } else {
+        serde_json::to_string_pretty(&snapshot.decide_request(&document))
+    };
+    println!("{}", output.unwrap_or_default());
+    ExitCode::SUCCESS
 }
 
 fn init_logging() {
@@ -127,8 +253,14 @@ fn check(path: Option<&Path>) -> ExitCode {
             problems.push(format!("CA: {e}"));
         }
     }
-    if let Err(e) = app::load_snapshot(&config) {
-        problems.push(e.to_string());
+    match crate::route::targets_from_config(&config.targets) {
+        Ok(targets) => {
+            problems.extend(crate::route::check_key_files(&targets));
+            if let Err(e) = app::load_snapshot(&config, &targets) {
+                problems.push(e.to_string());
+            }
+        }
+        Err(list) => problems.extend(list),
     }
     if let Some(extra) = &config.upstream.extra_ca_file {
         if let Err(e) = crate::upstream::upstream_roots_pem(Some(extra)) {

@@ -29,6 +29,16 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Decisions are enforced: denies block, reroutes rewrite.
+    #[default]
+    Enforce,
+    /// Decisions are evaluated, logged and traced, never enforced.
+    Report,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -36,11 +46,14 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub state_dir: PathBuf,
     pub ca: CaConfig,
+    pub mode: Mode,
     pub policy: PolicyConfig,
+    pub targets: BTreeMap<String, TargetConfig>,
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub source: SourceConfig,
+    pub audit: AuditConfig,
     /// Worker threads for the proxy service; 0 means one per CPU.
     pub threads: usize,
 }
@@ -52,11 +65,14 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             state_dir: PathBuf::from(".ecluse"),
             ca: CaConfig::default(),
+            mode: Mode::Enforce,
             policy: PolicyConfig::default(),
+            targets: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             source: SourceConfig::default(),
+            audit: AuditConfig::default(),
             threads: 0,
         }
     }
@@ -78,11 +94,52 @@ pub struct CaConfig {
     pub leaf_cache_size: Option<usize>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Directory holding `*.rego` modules and `data/*.json`; embedded defaults when unset.
     pub dir: Option<PathBuf>,
+    /// Longest a single policy evaluation may run before it counts as a deny.
+    #[serde(deserialize_with = "de_duration")]
+    pub eval_timeout: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            dir: None,
+            eval_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Where a decision may reroute a call (`route.target`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `https://host[:port]/prefix` or `http://...` for in-cluster servers.
+    pub base_url: String,
+    /// File holding the target's API key; re-read when it changes.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Client model -> target model; `"*"` is the fallback.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    /// Extra request headers sent to the target.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The target's API dialect: `mistral` or `openai` (vLLM and other
+    /// OpenAI-compatible servers). Default: `mistral` for Mistral's hosts,
+    /// `openai` otherwise.
+    #[serde(default)]
+    pub api: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// File the decision audit log (JSON lines) is appended to; stdout when unset.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +310,39 @@ impl Config {
                 ));
             }
         }
+        if self.policy.eval_timeout.is_zero() || self.policy.eval_timeout > Duration::from_secs(5) {
+            problems.push("policy.eval_timeout must be between 1ms and 5s".to_string());
+        }
+        for (name, target) in &self.targets {
+            if let Err(e) = crate::route::TargetUrl::parse(&target.base_url) {
+                problems.push(format!("targets.{name}.base_url: {e}"));
+            }
+            if let Some(api) = &target.api {
+                if crate::route::Dialect::from_name(api).is_none() {
+                    problems.push(format!(
+                        "targets.{name}.api: {api:?} is not one of mistral, openai"
+                    ));
+                }
+            }
+            for (header, value) in &target.headers {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(value).is_err()
+                {
+                    problems.push(format!(
+                        "targets.{name}.headers: {header:?} is not a valid header"
+                    ));
+                }
+            }
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                problems.push(format!(
+                    "targets: name {name:?} must be letters, digits, '-' or '_'"
+                ));
+            }
+        }
         if let Some(v) = self.ca.leaf_validity {
             if v < Duration::from_secs(3600) || v > Duration::from_secs(30 * 86400) {
                 problems.push("ca.leaf_validity must be between 1h and 30d".to_string());
@@ -385,6 +475,8 @@ mod tests {
         assert_eq!(c.limits.max_header_bytes, 32 << 10);
         assert_eq!(c.timeouts.first_byte, Duration::from_secs(120));
         assert_eq!(c.upstream.connect_ports, vec![443]);
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.policy.eval_timeout, Duration::from_millis(50));
         assert_eq!(c.upstream.http_ports, vec![80]);
     }
 

@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod entity;
@@ -13,6 +15,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reply;
+pub mod route;
 pub mod state;
 pub mod tls;
 pub mod upstream;

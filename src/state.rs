@@ -1,16 +1,19 @@
 //! What every connection shares: configuration, the active policy snapshot,
 //! the leaf cache, the resolver and the metrics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::listener::connect::Authority;
 use crate::metrics::Metrics;
 use crate::policy::input::{self, DestinationDoc, Scheme, SourceDoc};
 use crate::policy::Snapshot;
+use crate::route::Target;
 use crate::tls::LeafCache;
 use crate::upstream::resolve::Resolver;
 
@@ -21,12 +24,20 @@ pub struct Shared {
     pub resolver: Resolver,
     pub metrics: Metrics,
     pub source: SourceDoc,
+    pub targets: BTreeMap<String, Target>,
+    pub audit: AuditLog,
     /// Set on SIGTERM: readiness turns false, connections are not kept alive.
     pub draining: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(config: Config, snapshot: Snapshot, leaves: LeafCache) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        snapshot: Snapshot,
+        leaves: LeafCache,
+        targets: BTreeMap<String, Target>,
+        audit: AuditLog,
+    ) -> Arc<Shared> {
         let overrides = config
             .upstream
             .resolve
@@ -53,8 +64,15 @@ impl Shared {
             resolver,
             metrics: Metrics::default(),
             source,
+            targets,
+            audit,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Report mode: decide and record, never enforce.
+    pub fn enforcing(&self) -> bool {
+        self.config.mode == crate::config::Mode::Enforce
     }
 
     pub fn is_draining(&self) -> bool {

@@ -66,7 +66,7 @@ async fn curl_intercepted_post_reaches_the_upstream_intact() {
     assert!(recorded[0].header("proxy-authorization").is_none());
     let (_, metrics) = s.proxy.admin_get("/metrics");
     assert!(
-        metrics.contains("ecluse_requests_total{action=\"intercept\",status=\"200\"} 1"),
+        metrics.contains("ecluse_requests_total{action=\"allow\",status=\"200\"} 1"),
         "{metrics}"
     );
 }

@@ -23,6 +23,7 @@ use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::audit::new_decision_id;
 use crate::metrics::track;
 use crate::policy::input::{connect_input, Scheme};
 use crate::policy::ConnectAction;
@@ -60,12 +61,17 @@ impl FrontEnd {
         }
     }
 
-    /// Decides a CONNECT and resolves its destination; nothing is written yet.
+    /// Decides a CONNECT, records the decision, and prepares what it asks
+    /// for (resolution, upstream connection, leaf); nothing is written yet.
     async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
         let snapshot = self.shared.snapshot.load_full();
         let destination = self.shared.destination(&snapshot, authority, Scheme::Https);
-        let decision =
-            snapshot.decide_connect(&connect_input(destination, self.shared.source.clone()));
+        let decision = snapshot.decide_connect(&connect_input(
+            destination.clone(),
+            self.shared.source.clone(),
+        ));
+        let decision_id = new_decision_id();
+        let enforced = self.shared.enforcing();
         self.shared.metrics.count(
             "ecluse_connect_total",
             &[
@@ -74,41 +80,69 @@ impl FrontEnd {
             ],
         );
         info!(
-            "connect {authority}: {} (rule {}, revision {}): {}",
+            "connect {authority}: {} (rule {}, revision {}, decision {decision_id}{}): {}",
             decision.action.as_str(),
             decision.rule,
             snapshot.revision,
+            if enforced { "" } else { ", report only" },
             decision.reason
         );
-        drop(snapshot);
-        match decision.action {
-            ConnectAction::Deny => Err(ProxyError::Denied {
-                reason: decision.reason,
-                rule: decision.rule,
-                status: 403,
-                decision_id: None,
-            }),
-            ConnectAction::Tunnel => {
-                let resolved = self.shared.resolver.resolve(authority).await?;
-                Ok(Plan::Tunnel(self.dial(authority, resolved).await?))
+        // Report mode never blocks: a refused LLM API is still inspected
+        // (so its calls are decided and recorded), anything else tunnelled.
+        let action = match decision.action {
+            ConnectAction::Deny if !enforced && destination.provider.is_some() => {
+                ConnectAction::Intercept
             }
-            ConnectAction::Intercept => {
-                let resolved = self.shared.resolver.resolve(authority).await?;
-                let host_config = self
-                    .shared
-                    .leaves
-                    .server_config(&authority.host)
-                    .await
-                    .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
-                Ok(Plan::Intercept(
-                    TunnelTarget {
-                        authority: authority.clone(),
-                        resolved,
-                    },
-                    host_config,
-                ))
+            ConnectAction::Deny if !enforced => ConnectAction::Tunnel,
+            other => other,
+        };
+        let plan = match action {
+            ConnectAction::Deny => Err(ProxyError::Denied {
+                reason: decision.reason.clone(),
+                rule: decision.rule.clone(),
+                status: 403,
+                decision_id: Some(decision_id.clone()),
+            }),
+            ConnectAction::Tunnel => match self.shared.resolver.resolve(authority).await {
+                Ok(resolved) => self.dial(authority, resolved).await.map(Plan::Tunnel),
+                Err(e) => Err(e.into()),
+            },
+            ConnectAction::Intercept => self.prepare_intercept(authority).await,
+        };
+        let mut record = crate::proxy::connect_record(
+            &self.shared,
+            &snapshot,
+            &destination,
+            decision.action.as_str(),
+            &decision.rule,
+            &decision.reason,
+            &decision_id,
+            enforced,
+        );
+        if let Err(e) = &plan {
+            if !matches!(e, ProxyError::Denied { .. }) {
+                record.error = Some(e.to_string());
             }
         }
+        self.shared.audit.record(record);
+        plan
+    }
+
+    async fn prepare_intercept(&self, authority: &Authority) -> Result<Plan, ProxyError> {
+        let resolved = self.shared.resolver.resolve(authority).await?;
+        let host_config = self
+            .shared
+            .leaves
+            .server_config(&authority.host)
+            .await
+            .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+        Ok(Plan::Intercept(
+            TunnelTarget {
+                authority: authority.clone(),
+                resolved,
+            },
+            host_config,
+        ))
     }
 
     async fn dial(

@@ -1,6 +1,8 @@
 //! Reading an LLM API call: which operation, which model, streamed or not.
 //! Pure functions over the method, path and body bytes.
 
+pub mod usage;
+
 use serde_json::Value;
 
 /// What a call asks for, as far as the body and path tell.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::classify::DataDoc;
 use crate::entity::{Entity, Kind, Registry};
 use crate::listener::connect::Authority;
 use crate::llm::ParsedCall;
@@ -37,9 +38,19 @@ pub struct DestinationDoc {
     pub provider: Option<String>,
     pub api: Option<String>,
     pub entity: Option<Entity>,
+    pub retention: Option<RetentionDoc>,
     pub in_cluster: bool,
     pub ip_literal: bool,
     pub port_allowed: bool,
+}
+
+/// The registry's retention facts, with the default in seconds so that
+/// policies compare numbers rather than parse durations.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionDoc {
+    pub default: String,
+    pub default_seconds: Option<u64>,
+    pub zero_retention_available: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -75,6 +86,7 @@ pub struct RequestInput {
     pub stage: &'static str,
     pub destination: DestinationDoc,
     pub request: RequestDoc,
+    pub data: DataDoc,
     pub source: SourceDoc,
 }
 
@@ -93,6 +105,11 @@ pub fn destination(
         provider: provider.map(|p| p.id.clone()),
         api: provider.map(|p| p.api.clone()),
         entity: provider.map(|p| p.entity.clone()),
+        retention: provider.map(|p| RetentionDoc {
+            default: p.retention.default.clone(),
+            default_seconds: crate::classify::retention_seconds(&p.retention.default),
+            zero_retention_available: p.retention.zero_retention_available,
+        }),
         in_cluster: provider.is_some_and(|p| p.kind == Kind::InCluster),
         ip_literal: authority.ip().is_some(),
         port_allowed: allowed_ports.contains(&authority.port),
@@ -166,6 +183,7 @@ pub fn request_doc<'a>(
 pub fn request_input(
     destination: DestinationDoc,
     request: RequestDoc,
+    data: DataDoc,
     source: SourceDoc,
 ) -> RequestInput {
     RequestInput {
@@ -173,6 +191,7 @@ pub fn request_input(
         stage: "request",
         destination,
         request,
+        data,
         source,
     }
 }

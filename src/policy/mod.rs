@@ -2,13 +2,24 @@
 //! and the immutable [`Snapshot`] that one request decides with.
 
 pub mod input;
+pub mod load;
+pub mod rego;
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::entity::Registry;
 pub use input::{ConnectInput, RequestInput};
+use rego::{EvalError, RegoPolicy};
+
+pub const CONNECT_RULE: &str = "data.ecluse.connect.decision";
+pub const EGRESS_RULE: &str = "data.ecluse.egress.decision";
+
+/// The rule name a fail-closed decision carries.
+pub const POLICY_ERROR_RULE: &str = "ecluse.policy_error";
 
 /// What happens to a destination named by CONNECT (or an absolute-form URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,11 +44,10 @@ impl ConnectAction {
 }
 
 /// `data.ecluse.connect.decision`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnectDecision {
     pub action: ConnectAction,
     pub reason: String,
-    #[serde(default)]
     pub rule: String,
 }
 
@@ -45,27 +55,33 @@ pub struct ConnectDecision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub target: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
 /// `data.ecluse.egress.decision`: opa-envoy's fields plus `route`, `reason`, `rule`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     pub allowed: bool,
     pub reason: String,
-    #[serde(default)]
     pub rule: String,
-    #[serde(default = "default_deny_status")]
     pub http_status: u16,
-    #[serde(default)]
     pub route: Option<Route>,
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
 }
 
-fn default_deny_status() -> u16 {
-    403
+impl Decision {
+    /// A refusal because the policy could not decide (fail closed).
+    pub fn fail_closed(error: &EvalError) -> Decision {
+        Decision {
+            allowed: false,
+            reason: format!("denied because {error}"),
+            rule: POLICY_ERROR_RULE.to_string(),
+            http_status: 403,
+            route: None,
+            headers: BTreeMap::new(),
+        }
+    }
 }
 
 /// One revision of everything a decision depends on. Requests load it once
@@ -73,73 +89,194 @@ fn default_deny_status() -> u16 {
 #[derive(Debug)]
 pub struct Snapshot {
     pub registry: Registry,
+    pub policy: RegoPolicy,
     pub revision: String,
     pub source: String,
     pub loaded_at: SystemTime,
 }
 
 impl Snapshot {
-    pub fn new(registry: Registry, revision: String, source: String) -> Snapshot {
-        Snapshot {
-            registry,
-            revision,
-            source,
-            loaded_at: SystemTime::now(),
-        }
-    }
-
-    /// The connect-stage decision. Until Rego policies decide, the registry
-    /// does: known LLM API hosts are intercepted, other hosts tunnelled, and
-    /// ports or IP literals outside the configured set refused.
-    pub fn decide_connect(&self, input: &ConnectInput) -> ConnectDecision {
-        let d = &input.destination;
-        if !d.port_allowed {
-            return ConnectDecision {
+    /// The connect-stage decision; any policy failure is a deny naming it.
+    pub fn decide_connect<I: Serialize>(&self, input: &I) -> ConnectDecision {
+        match self
+            .policy
+            .eval(CONNECT_RULE, input)
+            .and_then(|v| parse_connect(&v))
+        {
+            Ok(d) => d,
+            Err(e) => ConnectDecision {
                 action: ConnectAction::Deny,
-                reason: format!(
-                    "port {} is not an allowed destination port for {}",
-                    d.port, d.scheme
-                ),
-                rule: "connect.port_not_allowed".into(),
-            };
-        }
-        if d.ip_literal {
-            return ConnectDecision {
-                action: ConnectAction::Deny,
-                reason: format!(
-                    "IP-literal destination {} is refused; name the host",
-                    d.host
-                ),
-                rule: "connect.ip_literal".into(),
-            };
-        }
-        match &d.provider {
-            Some(provider) => ConnectDecision {
-                action: ConnectAction::Intercept,
-                reason: format!("{} is an LLM API of {provider}", d.host),
-                rule: "connect.known_provider".into(),
-            },
-            None => ConnectDecision {
-                action: ConnectAction::Tunnel,
-                reason: format!("{} is not a known LLM API", d.host),
-                rule: "connect.unknown_host".into(),
+                reason: format!("denied because {e}"),
+                rule: POLICY_ERROR_RULE.to_string(),
             },
         }
     }
 
-    /// The request-stage decision for an intercepted call.
-    pub fn decide_request(&self, input: &RequestInput) -> Decision {
-        Decision {
-            allowed: true,
-            reason: format!(
-                "{} call to {} allowed",
-                input.request.operation.as_deref().unwrap_or("unrecognised"),
-                input.destination.host
-            ),
-            rule: "egress.allow_intercepted".into(),
-            http_status: 200,
-            route: None,
-            headers: Default::default(),
+    /// The request-stage decision; any policy failure is a deny naming it.
+    pub fn decide_request<I: Serialize>(&self, input: &I) -> Decision {
+        match self
+            .policy
+            .eval(EGRESS_RULE, input)
+            .and_then(|v| parse_decision(&v))
+        {
+            Ok(d) => d,
+            Err(e) => Decision::fail_closed(&e),
         }
+    }
+}
+
+fn malformed(rule: &str, problem: impl Into<String>) -> EvalError {
+    EvalError::Malformed {
+        rule: rule.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn string_field(v: &Value, rule: &str, field: &str) -> Result<String, EvalError> {
+    match v.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(other) => Err(malformed(
+            rule,
+            format!("{field} must be a string, got {other}"),
+        )),
+    }
+}
+
+/// Validates a connect decision document.
+pub fn parse_connect(v: &Value) -> Result<ConnectDecision, EvalError> {
+    let rule = CONNECT_RULE;
+    if !v.is_object() {
+        return Err(malformed(rule, format!("expected an object, got {v}")));
+    }
+    let action = match v.get("action").and_then(Value::as_str) {
+        Some("intercept") => ConnectAction::Intercept,
+        Some("tunnel") => ConnectAction::Tunnel,
+        Some("deny") => ConnectAction::Deny,
+        other => {
+            return Err(malformed(
+                rule,
+                format!("action must be intercept, tunnel or deny, got {other:?}"),
+            ))
+        }
+    };
+    Ok(ConnectDecision {
+        action,
+        reason: string_field(v, rule, "reason")?,
+        rule: string_field(v, rule, "rule")?,
+    })
+}
+
+/// Validates a request decision document: `allowed` is required; a denial's
+/// status must be 4xx or 5xx (403 otherwise); headers must be valid HTTP.
+pub fn parse_decision(v: &Value) -> Result<Decision, EvalError> {
+    let rule = EGRESS_RULE;
+    if !v.is_object() {
+        return Err(malformed(rule, format!("expected an object, got {v}")));
+    }
+    let allowed = match v.get("allowed") {
+        Some(Value::Bool(b)) => *b,
+        other => {
+            return Err(malformed(
+                rule,
+                format!("allowed must be true or false, got {other:?}"),
+            ))
+        }
+    };
+    let http_status = match v.get("http_status") {
+        None | Some(Value::Null) => {
+            if allowed {
+                200
+            } else {
+                403
+            }
+        }
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s) if allowed || (400..=599).contains(&s) => s as u16,
+            _ => {
+                return Err(malformed(
+                    rule,
+                    format!("http_status {n} is not a 4xx/5xx status"),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(malformed(
+                rule,
+                format!("http_status must be a number, got {other}"),
+            ))
+        }
+    };
+    let route = match v.get("route") {
+        None | Some(Value::Null) => None,
+        Some(r) => Some(
+            serde_json::from_value::<Route>(r.clone())
+                .map_err(|e| malformed(rule, format!("route: {e}")))?,
+        ),
+    };
+    let mut headers = BTreeMap::new();
+    match v.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                let Some(value) = value.as_str() else {
+                    return Err(malformed(rule, format!("header {name} must be a string")));
+                };
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(value).is_err()
+                {
+                    return Err(malformed(
+                        rule,
+                        format!("header {name:?} is not valid HTTP"),
+                    ));
+                }
+                headers.insert(name.to_ascii_lowercase(), value.to_string());
+            }
+        }
+        Some(other) => {
+            return Err(malformed(
+                rule,
+                format!("headers must be an object, got {other}"),
+            ))
+        }
+    }
+    Ok(Decision {
+        allowed,
+        reason: string_field(v, rule, "reason")?,
+        rule: string_field(v, rule, "rule")?,
+        http_status,
+        route,
+        headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decision_documents_are_validated() {
+        let ok = parse_decision(
+            &json!({"allowed": false, "reason": "r", "rule": "x", "http_status": 451}),
+        )
+        .unwrap();
+        assert_eq!((ok.allowed, ok.http_status), (false, 451));
+        let routed =
+            parse_decision(&json!({"allowed": true, "route": {"target": "mistral"}})).unwrap();
+        assert_eq!(routed.route.unwrap().target, "mistral");
+        for bad in [
+            json!("allow"),
+            json!({"allowed": "yes"}),
+            json!({"reason": "no allowed field"}),
+            json!({"allowed": false, "http_status": 200}),
+            json!({"allowed": true, "route": {"model": "m"}}),
+            json!({"allowed": true, "headers": {"bad header": "v"}}),
+            json!({"allowed": true, "headers": {"x-a": 1}}),
+        ] {
+            assert!(parse_decision(&bad).is_err(), "{bad}");
+        }
+        assert!(parse_connect(&json!({"action": "allow"})).is_err());
+        assert!(parse_connect(&json!(["intercept"])).is_err());
     }
 }

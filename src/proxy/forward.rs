@@ -18,7 +18,9 @@ use pingora_proxy::Session;
 
 use crate::config::Timeouts;
 use crate::listener::connect::Authority;
+use crate::llm::usage::{ResponseObserver, Usage};
 use crate::reply::ProxyError;
+use crate::route::translate::openai_error;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and proxy credentials: never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -46,6 +48,10 @@ pub struct Outbound<'a> {
     pub tls: bool,
     pub header: RequestHeader,
     pub body: OutboundBody,
+    /// Added to the response sent to the client.
+    pub response_headers: Vec<(&'static str, String)>,
+    /// Rewrite non-2xx answers into OpenAI's error shape (rerouted calls).
+    pub translate_errors: bool,
 }
 
 /// How a forwarded call ended.
@@ -56,7 +62,14 @@ pub struct Forwarded {
     /// Set when the exchange broke after the response started: the client
     /// connection is closed rather than answered with an error.
     pub aborted: Option<String>,
+    pub usage: Usage,
+    pub streamed: bool,
+    /// When the first body byte arrived from the upstream.
+    pub first_chunk_at: Option<std::time::Instant>,
 }
+
+/// Largest error body read whole to translate it.
+const ERROR_BODY_CAP: usize = 1 << 20;
 
 pub struct Forwarder {
     connector: Connector,
@@ -128,7 +141,27 @@ impl Forwarder {
             }
         };
         strip_hop_by_hop_response(&mut response);
+        for (name, value) in &out.response_headers {
+            let _ = response.insert_header(*name, value.as_str());
+        }
         let status = response.status.as_u16();
+        if out.translate_errors && status >= 400 {
+            let result = self
+                .answer_translated_error(session, &mut upstream, response, &host)
+                .await;
+            if result.is_ok() && upstream.response_done() {
+                self.connector
+                    .release_http_session(upstream, &peer, Some(self.timeouts.keepalive_idle))
+                    .await;
+            }
+            return result;
+        }
+        let content_type = response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut observer = ResponseObserver::new(content_type.as_deref());
         let end_of_stream = upstream.response_done();
         session
             .write_response_header(Box::new(response), end_of_stream)
@@ -136,14 +169,23 @@ impl Forwarder {
             .map_err(|e| ProxyError::BadRequest(format!("client went away: {e}")))?;
         let mut result = Forwarded {
             status,
+            streamed: observer.is_stream(),
             ..Forwarded::default()
         };
         if !end_of_stream {
             result.aborted = self
-                .stream_body(session, &mut upstream, &host, &mut result.body_bytes)
+                .stream_body(
+                    session,
+                    &mut upstream,
+                    &host,
+                    &mut result.body_bytes,
+                    &mut observer,
+                )
                 .await
                 .err();
         }
+        result.usage = observer.finish();
+        result.first_chunk_at = observer.first_chunk_at;
         if result.aborted.is_none() && upstream.response_done() {
             self.connector
                 .release_http_session(upstream, &peer, Some(self.timeouts.keepalive_idle))
@@ -152,6 +194,63 @@ impl Forwarder {
             session.set_keepalive(None);
         }
         Ok(result)
+    }
+
+    /// Reads a target's error answer whole and sends it in OpenAI's shape.
+    async fn answer_translated_error(
+        &self,
+        session: &mut Session,
+        upstream: &mut ClientSession,
+        mut response: ResponseHeader,
+        host: &str,
+    ) -> Result<Forwarded, ProxyError> {
+        let status = response.status.as_u16();
+        let mut body = Vec::new();
+        while !upstream.response_done() {
+            let chunk =
+                tokio::time::timeout(self.timeouts.stream_idle, upstream.read_response_body())
+                    .await
+                    .map_err(|_| ProxyError::UpstreamTimeout {
+                        host: host.to_string(),
+                        phase: "send its error body",
+                        timeout: self.timeouts.stream_idle,
+                    })?
+                    .map_err(|e| ProxyError::Upstream {
+                        host: host.to_string(),
+                        detail: format!("reading the error body: {e}"),
+                    })?;
+            match chunk {
+                Some(data) if body.len() + data.len() <= ERROR_BODY_CAP => {
+                    body.extend_from_slice(&data)
+                }
+                Some(_) => {
+                    return Err(ProxyError::Upstream {
+                        host: host.to_string(),
+                        detail: format!("error body larger than {ERROR_BODY_CAP} bytes"),
+                    })
+                }
+                None => break,
+            }
+        }
+        let translated = Bytes::from(openai_error(status, &body));
+        response.remove_header(&http::header::TRANSFER_ENCODING);
+        response.remove_header(&http::header::CONTENT_ENCODING);
+        let _ = response.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = response.insert_header(http::header::CONTENT_LENGTH, translated.len().to_string());
+        session
+            .write_response_header(Box::new(response), false)
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("client went away: {e}")))?;
+        let sent = translated.len() as u64;
+        session
+            .write_response_body(Some(translated), true)
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("client went away: {e}")))?;
+        Ok(Forwarded {
+            status,
+            body_bytes: sent,
+            ..Forwarded::default()
+        })
     }
 
     async fn send_request(
@@ -216,6 +315,7 @@ impl Forwarder {
         upstream: &mut ClientSession,
         host: &str,
         sent: &mut u64,
+        observer: &mut ResponseObserver,
     ) -> Result<(), String> {
         let idle = self.timeouts.stream_idle;
         loop {
@@ -231,6 +331,7 @@ impl Forwarder {
             match chunk {
                 Some(data) => {
                     *sent += data.len() as u64;
+                    observer.feed(&data);
                     session
                         .write_response_body(Some(data), done)
                         .await
@@ -304,6 +405,10 @@ fn upstream_error(host: &str, e: &Error, timeout: Duration) -> ProxyError {
             }
         }
     }
+}
+
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
 }
 
 /// The request sent upstream: origin-form path, `Host` set to the

@@ -10,18 +10,21 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use log::info;
+use log::{info, warn};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::audit::{self, AuditDestination, AuditRecord};
+use crate::classify::{self, CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::listener::connect::Authority;
 use crate::listener::TunnelTarget;
-use crate::llm;
-use crate::policy::input::{self, Scheme};
-use crate::policy::ConnectAction;
+use crate::llm::{self, usage::Usage, ParsedCall};
+use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
+use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::reply::ProxyError;
+use crate::route::{self, RouteError};
 use crate::state::Shared;
 use crate::upstream::resolve::Resolved;
 use forward::{Forwarder, Outbound, OutboundBody};
@@ -38,6 +41,18 @@ pub struct RequestCtx {
     action: &'static str,
     status: u16,
     outcome: String,
+    usage: Usage,
+}
+
+/// Where an allowed call goes.
+struct Delivery {
+    authority: Authority,
+    resolved: Resolved,
+    tls: bool,
+    header: RequestHeader,
+    body: Bytes,
+    response_headers: Vec<(&'static str, String)>,
+    rerouted: bool,
 }
 
 impl EgressProxy {
@@ -62,8 +77,9 @@ impl EgressProxy {
             checks::check_framing(raw)?;
         }
         let tunnel = tunnel_target(session);
-        let req = session.req_header();
+        // One snapshot for the whole request: one revision decides it.
         let snapshot = self.shared.snapshot.load_full();
+        let req = session.req_header();
         let (authority, scheme, pinned, inspect) = match &tunnel {
             Some(t) => {
                 checks::check_tunnel_authority(req, &t.authority)?;
@@ -71,29 +87,8 @@ impl EgressProxy {
             }
             None => {
                 let authority = checks::plain_destination(req)?;
-                let destination = self.shared.destination(&snapshot, &authority, Scheme::Http);
-                let decision = snapshot.decide_connect(&input::connect_input(
-                    destination,
-                    self.shared.source.clone(),
-                ));
-                info!(
-                    "plain http {authority}: {} (rule {}): {}",
-                    decision.action.as_str(),
-                    decision.rule,
-                    decision.reason
-                );
-                match decision.action {
-                    ConnectAction::Deny => {
-                        return Err(ProxyError::Denied {
-                            reason: decision.reason,
-                            rule: decision.rule,
-                            status: 403,
-                            decision_id: None,
-                        })
-                    }
-                    ConnectAction::Tunnel => (authority, Scheme::Http, None, false),
-                    ConnectAction::Intercept => (authority, Scheme::Http, None, true),
-                }
+                let inspect = self.decide_plain(&snapshot, &authority)?;
+                (authority, Scheme::Http, None, inspect)
             }
         };
         ctx.destination = Some(authority.clone());
@@ -102,10 +97,7 @@ impl EgressProxy {
             Some(r) => r,
             None => self.shared.resolver.resolve(&authority).await?,
         };
-        let default_port = match scheme {
-            Scheme::Https => 443,
-            Scheme::Http => 80,
-        };
+        let default_port = default_port(scheme);
 
         if !inspect {
             ctx.action = "pass";
@@ -115,17 +107,16 @@ impl EgressProxy {
                 default_port,
                 None,
             )?;
-            return self
-                .send(
-                    session,
-                    ctx,
-                    &authority,
-                    resolved,
-                    false,
-                    header,
-                    OutboundBody::Streamed,
-                )
-                .await;
+            let outbound = Outbound {
+                authority: &authority,
+                addr: resolved.addr,
+                tls: false,
+                header,
+                body: OutboundBody::Streamed,
+                response_headers: Vec::new(),
+                translate_errors: false,
+            };
+            return self.send(session, ctx, outbound).await;
         }
 
         ctx.action = "intercept";
@@ -136,81 +127,398 @@ impl EgressProxy {
         )
         .await?;
         let destination = self.shared.destination(&snapshot, &authority, scheme);
-        let req = session.req_header();
-        let method = req.method.as_str().to_string();
-        let path = req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let call = llm::parse_request(destination.api.as_deref(), &method, &path, &body);
-        let request = input::request_doc(
-            &method,
-            &path,
-            req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
-            body.len(),
-            &call,
-        );
-        let input = input::request_input(destination, request, self.shared.source.clone());
+        let (call, input) = self.build_input(session.req_header(), destination, &body)?;
         let decision = snapshot.decide_request(&input);
-        info!(
-            "request {} {authority}{path}: {} (rule {}, revision {}): {}",
-            method,
-            if decision.allowed { "allow" } else { "deny" },
-            decision.rule,
-            snapshot.revision,
-            decision.reason
-        );
+        let decision_id = audit::new_decision_id();
+        let enforced = self.shared.enforcing();
+        self.record_request(&snapshot, &input, &decision, &decision_id, enforced);
+
+        let mut response_headers = vec![("x-ecluse-decision-id", decision_id.clone())];
+        if !enforced {
+            // Report mode: the decision is on record; the call goes as sent.
+            ctx.action = "report";
+            let header = self.original_header(
+                session,
+                &authority,
+                default_port,
+                &body,
+                &Default::default(),
+            )?;
+            return self
+                .deliver(
+                    session,
+                    ctx,
+                    Delivery {
+                        authority,
+                        resolved,
+                        tls: scheme == Scheme::Https,
+                        header,
+                        body,
+                        response_headers,
+                        rerouted: false,
+                    },
+                )
+                .await;
+        }
         if !decision.allowed {
+            ctx.action = "deny";
             return Err(ProxyError::Denied {
                 reason: decision.reason,
                 rule: decision.rule,
                 status: decision.http_status,
-                decision_id: None,
+                decision_id: Some(decision_id),
             });
         }
-        let header = forward::upstream_request_header(
+        match &decision.route {
+            None => {
+                ctx.action = "allow";
+                let header = self.original_header(
+                    session,
+                    &authority,
+                    default_port,
+                    &body,
+                    &decision.headers,
+                )?;
+                self.deliver(
+                    session,
+                    ctx,
+                    Delivery {
+                        authority,
+                        resolved,
+                        tls: scheme == Scheme::Https,
+                        header,
+                        body,
+                        response_headers,
+                        rerouted: false,
+                    },
+                )
+                .await
+            }
+            Some(route) => {
+                ctx.action = "reroute";
+                let delivery = self
+                    .reroute(session, &call, &input, &decision, route, &decision_id)
+                    .await?;
+                response_headers.extend(delivery.response_headers);
+                self.deliver(
+                    session,
+                    ctx,
+                    Delivery {
+                        response_headers,
+                        ..delivery
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    /// The connect-stage decision for an absolute-form plain-HTTP request;
+    /// true when the request is to be inspected.
+    fn decide_plain(&self, snapshot: &Snapshot, authority: &Authority) -> Result<bool, ProxyError> {
+        let destination = self.shared.destination(snapshot, authority, Scheme::Http);
+        let decision = snapshot.decide_connect(&input::connect_input(
+            destination.clone(),
+            self.shared.source.clone(),
+        ));
+        let decision_id = audit::new_decision_id();
+        let enforced = self.shared.enforcing();
+        info!(
+            "plain http {authority}: {} (rule {}, revision {}{}): {}",
+            decision.action.as_str(),
+            decision.rule,
+            snapshot.revision,
+            if enforced { "" } else { ", report only" },
+            decision.reason
+        );
+        self.shared.metrics.count(
+            "ecluse_connect_total",
+            &[
+                ("action", decision.action.as_str()),
+                ("rule", &decision.rule),
+            ],
+        );
+        self.shared.audit.record(connect_record(
+            &self.shared,
+            snapshot,
+            &destination,
+            decision.action.as_str(),
+            &decision.rule,
+            &decision.reason,
+            &decision_id,
+            enforced,
+        ));
+        match decision.action {
+            ConnectAction::Deny if enforced => Err(ProxyError::Denied {
+                reason: decision.reason,
+                rule: decision.rule,
+                status: 403,
+                decision_id: Some(decision_id),
+            }),
+            ConnectAction::Deny => Ok(destination.provider.is_some()),
+            ConnectAction::Tunnel => Ok(false),
+            ConnectAction::Intercept => Ok(true),
+        }
+    }
+
+    /// Parses the call and builds the policy input (version 1).
+    fn build_input(
+        &self,
+        req: &RequestHeader,
+        destination: DestinationDoc,
+        body: &Bytes,
+    ) -> Result<(ParsedCall, RequestInput), ProxyError> {
+        let mut data = classify::declared(
+            req.headers.get(CLASSIFICATION_HEADER).map(|v| v.as_bytes()),
+            req.headers.get(RETENTION_HEADER).map(|v| v.as_bytes()),
+        )?;
+        let method = req.method.as_str();
+        let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let call = llm::parse_request(destination.api.as_deref(), method, path, body);
+        data.pii = match &call.json {
+            Some(json) => classify::scan_json(json),
+            None => {
+                let mut counts = classify::Counts::default();
+                if let Ok(text) = std::str::from_utf8(body) {
+                    classify::scan_text(text, &mut counts);
+                }
+                counts.into_map()
+            }
+        };
+        let request = input::request_doc(
+            method,
+            path,
+            req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            body.len(),
+            &call,
+        );
+        let input = input::request_input(destination, request, data, self.shared.source.clone());
+        Ok((call, input))
+    }
+
+    fn record_request(
+        &self,
+        snapshot: &Snapshot,
+        input: &RequestInput,
+        decision: &Decision,
+        decision_id: &str,
+        enforced: bool,
+    ) {
+        let action = match (&decision.allowed, &decision.route) {
+            (false, _) => "deny",
+            (true, Some(_)) => "reroute",
+            (true, None) => "allow",
+        };
+        let d = &input.destination;
+        info!(
+            "request {} {}:{}{}: {action} (rule {}, revision {}, decision {decision_id}{}): {}",
+            input.request.method,
+            d.host,
+            d.port,
+            input.request.path,
+            decision.rule,
+            snapshot.revision,
+            if enforced { "" } else { ", report only" },
+            decision.reason
+        );
+        self.shared.metrics.count(
+            "ecluse_decisions_total",
+            &[
+                ("stage", "request"),
+                ("action", action),
+                ("rule", &decision.rule),
+            ],
+        );
+        self.shared.audit.record(AuditRecord {
+            time: audit::now_rfc3339(),
+            decision_id: decision_id.to_string(),
+            stage: "request",
+            revision: snapshot.revision.clone(),
+            rule: decision.rule.clone(),
+            reason: decision.reason.clone(),
+            action: action.to_string(),
+            enforced,
+            destination: audit_destination(d),
+            route: decision.route.as_ref().map(|r| r.target.clone()),
+            classification: input.data.classification.clone(),
+            retention: input.data.retention.clone(),
+            pii: input.data.pii.clone(),
+            operation: input.request.operation.clone(),
+            model: input.request.model.clone(),
+            workload: self.shared.source.workload.clone(),
+            namespace: self.shared.source.namespace.clone(),
+            trace_id: None,
+            error: None,
+        });
+    }
+
+    /// The client's request for its own destination: hop-by-hop and the
+    /// classification headers removed, the decision's headers added, and
+    /// answers asked for uncompressed so their usage can be read.
+    fn original_header(
+        &self,
+        session: &Session,
+        authority: &Authority,
+        default_port: u16,
+        body: &Bytes,
+        decision_headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<RequestHeader, ProxyError> {
+        let mut header = forward::upstream_request_header(
             session.req_header(),
-            &authority,
+            authority,
             default_port,
             Some(body.len()),
         )?;
-        let tls = scheme == Scheme::Https;
-        self.send(
-            session,
-            ctx,
-            &authority,
-            resolved,
-            tls,
-            header,
-            OutboundBody::Buffered(body),
-        )
-        .await
+        header.remove_header(CLASSIFICATION_HEADER);
+        header.remove_header(RETENTION_HEADER);
+        let _ = header.insert_header(http::header::ACCEPT_ENCODING, "identity");
+        for (name, value) in decision_headers {
+            header
+                .insert_header(name.clone(), value.as_str())
+                .map_err(|e| ProxyError::BadRequest(format!("decision header {name}: {e}")))?;
+        }
+        Ok(header)
     }
 
+    /// Plans the call to the decision's target: translated body, the
+    /// target's key instead of every client credential.
     #[allow(clippy::too_many_arguments)]
+    async fn reroute(
+        &self,
+        session: &Session,
+        call: &ParsedCall,
+        input: &RequestInput,
+        decision: &Decision,
+        route: &Route,
+        decision_id: &str,
+    ) -> Result<Delivery, ProxyError> {
+        let route_refused = |e: RouteError| match e {
+            RouteError::Key { .. } => ProxyError::Unavailable(e.to_string()),
+            other => ProxyError::Denied {
+                reason: format!("{}; but {other}", decision.reason),
+                rule: decision.rule.clone(),
+                status: 403,
+                decision_id: Some(decision_id.to_string()),
+            },
+        };
+        let target = self
+            .shared
+            .targets
+            .get(&route.target)
+            .ok_or_else(|| route_refused(RouteError::UnknownTarget(route.target.clone())))?;
+        let plan = route::plan(
+            target,
+            input.destination.api.as_deref(),
+            call.operation,
+            call.json.as_ref(),
+            route.model.as_deref(),
+        )
+        .map_err(route_refused)?;
+        let key = match &target.key {
+            Some(key) => Some(key.read().map_err(|why| {
+                route_refused(RouteError::Key {
+                    target: target.name.clone(),
+                    why,
+                })
+            })?),
+            None => None,
+        };
+        let resolved = self
+            .shared
+            .resolver
+            .resolve_target(&target.url.authority)
+            .await?;
+
+        let client = session.req_header();
+        let mut header = RequestHeader::build(client.method.clone(), plan.path.as_bytes(), None)
+            .map_err(|e| ProxyError::BadRequest(format!("target path: {e}")))?;
+        for (name, value) in client.headers.iter() {
+            let lower = name.as_str();
+            if input::is_credential_header(lower)
+                || forward::is_hop_by_hop(lower)
+                || matches!(
+                    lower,
+                    "host" | "content-length" | "expect" | "accept-encoding"
+                )
+                || lower == CLASSIFICATION_HEADER
+                || lower == RETENTION_HEADER
+            {
+                continue;
+            }
+            let _ = header.append_header(name.clone(), value.clone());
+        }
+        let host = if target.url.authority.port == target.url.default_port() {
+            target.url.authority.host.clone()
+        } else {
+            target.url.authority.to_string()
+        };
+        let _ = header.insert_header(http::header::HOST, host);
+        let _ = header.insert_header(http::header::ACCEPT_ENCODING, "identity");
+        let body = Bytes::from(plan.body.unwrap_or_default());
+        if !body.is_empty() || client.method == http::Method::POST {
+            let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        }
+        for (name, value) in &target.headers {
+            let _ = header.insert_header(name.clone(), value.clone());
+        }
+        if let Some(key) = key {
+            let value =
+                http::HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                    ProxyError::Unavailable(format!(
+                        "target {}'s key is not a valid header value",
+                        target.name
+                    ))
+                })?;
+            let _ = header.insert_header(http::header::AUTHORIZATION, value);
+        }
+        for (name, value) in &decision.headers {
+            let _ = header.insert_header(name.clone(), value.as_str());
+        }
+        let mut response_headers = vec![("x-ecluse-route", target.name.clone())];
+        if let Some(original) = plan.original_model {
+            response_headers.push(("x-ecluse-original-model", original));
+        }
+        Ok(Delivery {
+            authority: target.url.authority.clone(),
+            resolved,
+            tls: target.url.tls,
+            header,
+            body,
+            response_headers,
+            rerouted: true,
+        })
+    }
+
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        delivery: Delivery,
+    ) -> Result<(), ProxyError> {
+        let outbound = Outbound {
+            authority: &delivery.authority,
+            addr: delivery.resolved.addr,
+            tls: delivery.tls,
+            header: delivery.header,
+            body: OutboundBody::Buffered(delivery.body),
+            response_headers: delivery.response_headers,
+            translate_errors: delivery.rerouted,
+        };
+        self.send(session, ctx, outbound).await
+    }
+
     async fn send(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        authority: &Authority,
-        resolved: Resolved,
-        tls: bool,
-        header: pingora_http::RequestHeader,
-        body: OutboundBody,
+        outbound: Outbound<'_>,
     ) -> Result<(), ProxyError> {
         if self.shared.is_draining() {
             session.set_keepalive(None);
         }
-        let outbound = Outbound {
-            authority,
-            addr: resolved.addr,
-            tls,
-            header,
-            body,
-        };
         let forwarded = self.forwarder.forward(session, outbound).await?;
         ctx.status = forwarded.status;
+        ctx.usage = forwarded.usage;
         ctx.outcome = match forwarded.aborted {
             Some(why) => format!("aborted after {} bytes: {why}", forwarded.body_bytes),
             None => format!("{} bytes", forwarded.body_bytes),
@@ -252,6 +560,58 @@ impl EgressProxy {
         {
             let _ = session.write_response_body(Some(body), true).await;
         }
+    }
+}
+
+fn default_port(scheme: Scheme) -> u16 {
+    match scheme {
+        Scheme::Https => 443,
+        Scheme::Http => 80,
+    }
+}
+
+pub fn audit_destination(d: &DestinationDoc) -> AuditDestination {
+    AuditDestination {
+        host: d.host.clone(),
+        port: d.port,
+        provider: d.provider.clone(),
+        entity: d.entity.as_ref().map(|e| e.name.clone()),
+        jurisdiction: d.entity.as_ref().map(|e| e.jurisdiction.clone()),
+    }
+}
+
+/// The audit record of a connect-stage decision.
+#[allow(clippy::too_many_arguments)]
+pub fn connect_record(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    destination: &DestinationDoc,
+    action: &str,
+    rule: &str,
+    reason: &str,
+    decision_id: &str,
+    enforced: bool,
+) -> AuditRecord {
+    AuditRecord {
+        time: audit::now_rfc3339(),
+        decision_id: decision_id.to_string(),
+        stage: "connect",
+        revision: snapshot.revision.clone(),
+        rule: rule.to_string(),
+        reason: reason.to_string(),
+        action: action.to_string(),
+        enforced,
+        destination: audit_destination(destination),
+        route: None,
+        classification: None,
+        retention: None,
+        pii: Default::default(),
+        operation: None,
+        model: None,
+        workload: shared.source.workload.clone(),
+        namespace: shared.source.namespace.clone(),
+        trace_id: None,
+        error: None,
     }
 }
 
@@ -320,6 +680,7 @@ impl ProxyHttp for EgressProxy {
             action: "refuse",
             status: 0,
             outcome: String::new(),
+            usage: Usage::default(),
         }
     }
 
@@ -330,10 +691,9 @@ impl ProxyHttp for EgressProxy {
     ) -> pingora_error::Result<()> {
         let timeouts = &self.shared.config.timeouts;
         session.set_read_timeout(Some(timeouts.header_read));
-        if let Some(secs) = Some(timeouts.keepalive_idle.as_secs()).filter(|s| *s > 0) {
-            if !self.shared.is_draining() {
-                session.set_keepalive(Some(secs));
-            }
+        let idle = timeouts.keepalive_idle.as_secs();
+        if idle > 0 && !self.shared.is_draining() {
+            session.set_keepalive(Some(idle));
         }
         Ok(())
     }
@@ -380,15 +740,34 @@ impl ProxyHttp for EgressProxy {
             .as_ref()
             .map(|d| d.to_string())
             .unwrap_or_else(|| "-".into());
-        info!(
-            "{} {} {} -> {} {} in {:?} ({})",
-            ctx.action,
-            req.method,
-            destination,
-            req.uri.path(),
-            status,
-            ctx.started.elapsed(),
-            ctx.outcome
-        );
+        let tokens = match (ctx.usage.input_tokens, ctx.usage.output_tokens) {
+            (None, None) => String::new(),
+            (i, o) => format!(
+                ", tokens {}/{}",
+                i.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                o.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
+            ),
+        };
+        if status >= 500 {
+            warn!(
+                "{} {} {}{} -> {status} in {:?} ({}{tokens})",
+                ctx.action,
+                req.method,
+                destination,
+                req.uri.path(),
+                ctx.started.elapsed(),
+                ctx.outcome
+            );
+        } else {
+            info!(
+                "{} {} {}{} -> {status} in {:?} ({}{tokens})",
+                ctx.action,
+                req.method,
+                destination,
+                req.uri.path(),
+                ctx.started.elapsed(),
+                ctx.outcome
+            );
+        }
     }
 }

@@ -67,7 +67,23 @@ impl Resolver {
         self.overrides.contains_key(authority)
     }
 
+    /// Resolves a destination a client named: private and special addresses
+    /// are refused.
     pub async fn resolve(&self, authority: &Authority) -> Result<Resolved, ResolveError> {
+        self.resolve_checked(authority, true).await
+    }
+
+    /// Resolves a configured target (an in-cluster vLLM is private by
+    /// design): the operator named it, so only the loop check applies.
+    pub async fn resolve_target(&self, authority: &Authority) -> Result<Resolved, ResolveError> {
+        self.resolve_checked(authority, false).await
+    }
+
+    async fn resolve_checked(
+        &self,
+        authority: &Authority,
+        refuse_restricted: bool,
+    ) -> Result<Resolved, ResolveError> {
         if let Some(addr) = self.overrides.get(authority) {
             self.check_loop(&authority.host, *addr)?;
             return Ok(Resolved {
@@ -96,11 +112,18 @@ impl Resolver {
                 }
             }
         };
-        let addr = self.pick_public(&authority.host, &candidates)?;
+        let addr = if refuse_restricted {
+            self.pick_public(&authority.host, &candidates)?
+        } else {
+            *candidates.first().ok_or_else(|| ResolveError::NotFound {
+                host: authority.host.clone(),
+                reason: "no addresses".to_string(),
+            })?
+        };
         self.check_loop(&authority.host, addr)?;
         Ok(Resolved {
             addr,
-            configured: false,
+            configured: !refuse_restricted,
         })
     }
 
@@ -217,6 +240,21 @@ mod tests {
         assert_eq!(r.pick_public("x", &addrs).unwrap(), addrs[1]);
         let err = r.pick_public("x", &addrs[..1]).unwrap_err();
         assert!(err.to_string().contains("private"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn configured_targets_may_be_private_but_not_a_loop() {
+        let r = resolver(&[]);
+        let got = r
+            .resolve_target(&Authority::new("127.0.0.2", 8000))
+            .await
+            .unwrap();
+        assert!(got.configured);
+        let err = r
+            .resolve_target(&Authority::new("127.0.0.1", 3128))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ResolveError::Loop { .. }));
     }
 
     #[tokio::test]

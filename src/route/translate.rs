@@ -1,0 +1,322 @@
+//! Translating OpenAI calls for a target's API, as data: per dialect, which
+//! operations exist, which fields are renamed and which are dropped because
+//! the target rejects them. Golden tests (`tests/golden/translate`) hold
+//! request-in / request-out pairs.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Mistral AI's OpenAI-compatible API (La Plateforme).
+    Mistral,
+    /// An OpenAI-compatible server that accepts OpenAI's fields (vLLM).
+    OpenAi,
+}
+
+/// What a dialect needs done to an OpenAI request body.
+pub struct Translation {
+    /// Operations the target serves, and the path after its prefix.
+    pub operations: &'static [(&'static str, &'static str)],
+    /// Top-level fields renamed (OpenAI name, target name), per operation.
+    pub rename: &'static [(&'static str, &'static str, &'static str)],
+    /// Top-level fields removed, per operation (`*` for every operation).
+    pub drop: &'static [(&'static str, &'static str)],
+    /// Fields removed from each chat message of these roles.
+    pub drop_in_messages: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// Mistral AI. Sources: https://docs.mistral.ai/api/ (chat completion and
+/// embeddings request schemas, which reject unknown fields with 422
+/// `extra_forbidden`).
+pub const MISTRAL: Translation = Translation {
+    operations: &[
+        ("chat", "/chat/completions"),
+        ("embeddings", "/embeddings"),
+        ("models", "/models"),
+    ],
+    rename: &[
+        ("chat", "seed", "random_seed"),
+        ("chat", "max_completion_tokens", "max_tokens"),
+        ("embeddings", "dimensions", "output_dimension"),
+    ],
+    drop: &[
+        ("chat", "logprobs"),
+        ("chat", "top_logprobs"),
+        ("chat", "logit_bias"),
+        ("chat", "stream_options"),
+        ("chat", "store"),
+        ("chat", "service_tier"),
+        ("chat", "metadata"),
+        ("chat", "modalities"),
+        ("chat", "audio"),
+        ("chat", "reasoning_effort"),
+        ("chat", "web_search_options"),
+        ("chat", "functions"),
+        ("chat", "function_call"),
+        ("chat", "prompt_cache_key"),
+        ("chat", "safety_identifier"),
+        ("chat", "verbosity"),
+        ("*", "user"),
+    ],
+    drop_in_messages: &[
+        ("system", &["name"]),
+        ("developer", &["name"]),
+        ("user", &["name"]),
+        ("assistant", &["name", "refusal", "audio", "function_call"]),
+    ],
+};
+
+/// vLLM and other servers that take OpenAI's request fields as they are.
+pub const OPENAI_COMPATIBLE: Translation = Translation {
+    operations: &[
+        ("chat", "/chat/completions"),
+        ("completions", "/completions"),
+        ("embeddings", "/embeddings"),
+        ("models", "/models"),
+    ],
+    rename: &[],
+    drop: &[],
+    drop_in_messages: &[],
+};
+
+impl Dialect {
+    pub fn from_name(name: &str) -> Option<Dialect> {
+        match name {
+            "mistral" => Some(Dialect::Mistral),
+            "openai" | "vllm" => Some(Dialect::OpenAi),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Mistral => "mistral",
+            Dialect::OpenAi => "openai",
+        }
+    }
+
+    pub fn table(self) -> &'static Translation {
+        match self {
+            Dialect::Mistral => &MISTRAL,
+            Dialect::OpenAi => &OPENAI_COMPATIBLE,
+        }
+    }
+
+    pub fn operations(self) -> Vec<&'static str> {
+        self.table().operations.iter().map(|(op, _)| *op).collect()
+    }
+
+    pub fn path_for(self, operation: &str) -> Option<&'static str> {
+        self.table()
+            .operations
+            .iter()
+            .find(|(op, _)| *op == operation)
+            .map(|(_, path)| *path)
+    }
+
+    /// The body to send: `model` replaced, fields renamed and dropped.
+    pub fn translate(self, operation: &str, body: &Value, model: &str) -> Result<Value, String> {
+        let Value::Object(fields) = body else {
+            return Err("the body is not a JSON object".into());
+        };
+        let table = self.table();
+        let mut out = Map::with_capacity(fields.len());
+        for (key, value) in fields {
+            let dropped = table
+                .drop
+                .iter()
+                .any(|(op, f)| (*op == "*" || *op == operation) && f == key);
+            if dropped {
+                continue;
+            }
+            let renamed = table
+                .rename
+                .iter()
+                .find(|(op, from, _)| *op == operation && from == key)
+                .map(|(_, _, to)| *to);
+            match renamed {
+                // An explicit target-named field wins over a renamed one.
+                Some(to) if fields.contains_key(to) => {}
+                Some(to) => {
+                    out.insert(to.to_string(), value.clone());
+                }
+                None => {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        if operation == "chat" && !table.drop_in_messages.is_empty() {
+            if let Some(Value::Array(messages)) = out.get_mut("messages") {
+                for message in messages {
+                    strip_message(message, table.drop_in_messages);
+                }
+            }
+        }
+        out.insert("model".into(), Value::String(model.to_string()));
+        Ok(Value::Object(out))
+    }
+}
+
+fn strip_message(message: &mut Value, rules: &[(&str, &[&str])]) {
+    let Value::Object(fields) = message else {
+        return;
+    };
+    let role = fields
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if let Some((_, drop)) = rules.iter().find(|(r, _)| *r == role) {
+        for field in *drop {
+            fields.remove(*field);
+        }
+    }
+}
+
+/// A target's error body in OpenAI's shape `{"error": {"message", "type",
+/// "param", "code"}}`, so SDKs raise the error they would for OpenAI.
+/// Bodies already in that shape pass unchanged.
+pub fn openai_error(status: u16, body: &[u8]) -> Vec<u8> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(v) = &parsed {
+        if v.get("error").is_some_and(Value::is_object) {
+            return body.to_vec();
+        }
+    }
+    let (message, param) = match &parsed {
+        Some(v) => describe(v),
+        None => (
+            String::from_utf8_lossy(body).chars().take(2000).collect(),
+            None,
+        ),
+    };
+    let message = if message.trim().is_empty() {
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error")
+            .to_string()
+    } else {
+        message
+    };
+    let kind = parsed
+        .as_ref()
+        .and_then(|v| v.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            match status {
+                400 | 404 | 409 | 413 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                429 => "rate_limit_error",
+                _ => "api_error",
+            }
+            .to_string()
+        });
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v.get("code"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let out = serde_json::json!({
+        "error": {"message": message, "type": kind, "param": param, "code": code}
+    });
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// The message (and offending field) of Mistral's and FastAPI-style errors:
+/// `{"message": "..."}`, `{"detail": "..."}`,
+/// `{"message": {"detail": [{"loc": ["body", "logprobs"], "msg": "..."}]}}`.
+fn describe(v: &Value) -> (String, Option<String>) {
+    let details = v
+        .get("message")
+        .and_then(|m| m.get("detail"))
+        .or_else(|| v.get("detail"));
+    if let Some(Value::Array(items)) = details {
+        let mut param = None;
+        let parts: Vec<String> = items
+            .iter()
+            .map(|item| {
+                let loc: Vec<String> = item
+                    .get("loc")
+                    .and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .map(|p| match p {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let field: Vec<&String> = loc.iter().filter(|p| *p != "body").collect();
+                if param.is_none() && !field.is_empty() {
+                    param = Some(
+                        field
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join("."),
+                    );
+                }
+                let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+                if loc.is_empty() {
+                    msg.to_string()
+                } else {
+                    format!("{}: {msg}", loc.join("."))
+                }
+            })
+            .collect();
+        return (parts.join("; "), param);
+    }
+    for key in ["message", "detail", "error"] {
+        match v.get(key) {
+            Some(Value::String(s)) => return (s.clone(), None),
+            Some(other @ Value::Object(_)) => return (other.to_string(), None),
+            _ => {}
+        }
+    }
+    (v.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn mistral_422_becomes_an_openai_error() {
+        let body = json!({
+            "object": "error",
+            "message": {"detail": [{"type": "extra_forbidden", "loc": ["body", "logprobs"], "msg": "Extra inputs are not permitted", "input": true}]},
+            "type": "invalid_request_error", "param": null, "code": null
+        });
+        let out: Value =
+            serde_json::from_slice(&openai_error(422, body.to_string().as_bytes())).unwrap();
+        assert_eq!(out["error"]["type"], "invalid_request_error");
+        assert_eq!(out["error"]["param"], "logprobs");
+        assert_eq!(
+            out["error"]["message"],
+            "body.logprobs: Extra inputs are not permitted"
+        );
+    }
+
+    #[test]
+    fn other_error_shapes() {
+        let out: Value = serde_json::from_slice(&openai_error(
+            401,
+            br#"{"message":"Unauthorized","request_id":"x"}"#,
+        ))
+        .unwrap();
+        assert_eq!(out["error"]["message"], "Unauthorized");
+        assert_eq!(out["error"]["type"], "authentication_error");
+        let out: Value = serde_json::from_slice(&openai_error(502, b"upstream exploded")).unwrap();
+        assert_eq!(out["error"]["message"], "upstream exploded");
+        let out: Value = serde_json::from_slice(&openai_error(429, b"")).unwrap();
+        assert_eq!(out["error"]["message"], "Too Many Requests");
+        assert_eq!(out["error"]["type"], "rate_limit_error");
+        let already = br#"{"error":{"message":"m","type":"t","param":null,"code":"c"}}"#;
+        assert_eq!(openai_error(400, already), already.to_vec());
+    }
+}

@@ -1,0 +1,513 @@
+//! Reroutes end to end: the official `openai` SDK talks to api.openai.com;
+//! policy sends personal data to a mock Mistral (TLS, as strict as Mistral
+//! about unknown fields) and special-category data to a plain-HTTP mock
+//! vLLM. The mocks record what they received.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const MISTRAL_KEY: &str = "mistral-test-key-7f3a";
+const CLIENT_KEY: &str = "sk-client-canary-5521";
+
+/// Fields Mistral's chat endpoint accepts; anything else is a 422, as on
+/// the real API.
+const MISTRAL_CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stream",
+    "stop",
+    "random_seed",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "prediction",
+    "parallel_tool_calls",
+    "safe_prompt",
+];
+const MISTRAL_EMBED_FIELDS: &[&str] = &[
+    "model",
+    "input",
+    "encoding_format",
+    "output_dimension",
+    "output_dtype",
+];
+
+fn extra_forbidden(loc: Vec<Value>) -> MockResponse {
+    MockResponse::json(
+        422,
+        json!({"object": "error", "message": {"detail": [{"type": "extra_forbidden", "loc": loc, "msg": "Extra inputs are not permitted"}]}, "type": "invalid_request_error", "param": null, "code": null}),
+    )
+}
+
+fn mistral_handler() -> Handler {
+    Arc::new(|req: &Recorded| {
+        if req.header("authorization") != Some(&format!("Bearer {MISTRAL_KEY}")) {
+            return MockResponse::json(401, json!({"message": "Unauthorized", "request_id": "r1"}));
+        }
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v1/models") => MockResponse::json(
+                200,
+                json!({"object": "list", "data": [{"id": "mistral-large-latest", "object": "model"}]}),
+            ),
+            ("POST", "/v1/embeddings") => {
+                for key in body.as_object().unwrap().keys() {
+                    if !MISTRAL_EMBED_FIELDS.contains(&key.as_str()) {
+                        return extra_forbidden(vec![json!("body"), json!(key)]);
+                    }
+                }
+                MockResponse::json(
+                    200,
+                    json!({
+                        "id": "emb-1", "object": "list", "model": body["model"],
+                        "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
+                        "usage": {"prompt_tokens": 3, "total_tokens": 3}
+                    }),
+                )
+            }
+            ("POST", "/v1/chat/completions") => {
+                for key in body.as_object().unwrap().keys() {
+                    if !MISTRAL_CHAT_FIELDS.contains(&key.as_str()) {
+                        return extra_forbidden(vec![json!("body"), json!(key)]);
+                    }
+                }
+                for (i, m) in body["messages"].as_array().unwrap().iter().enumerate() {
+                    if m.get("name").is_some() && m["role"] != "tool" {
+                        return extra_forbidden(vec![
+                            json!("body"),
+                            json!("messages"),
+                            json!(i),
+                            json!("name"),
+                        ]);
+                    }
+                }
+                if body["model"] == "mistral-broken" {
+                    return extra_forbidden(vec![json!("body"), json!("model")]);
+                }
+                let model = body["model"].as_str().unwrap_or_default().to_string();
+                let tools = body.get("tools").is_some();
+                let json_mode = body["response_format"]["type"].as_str().is_some();
+                if body["stream"] == true {
+                    let mut events: Vec<String> = ["Bonjour", " depuis", " Paris"]
+                        .iter()
+                        .map(|w| json!({"id": "m-s1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]}).to_string())
+                        .collect();
+                    events.push(json!({"id": "m-s1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}).to_string());
+                    events.push("[DONE]".into());
+                    return MockResponse::Sse {
+                        events,
+                        gap: Duration::from_millis(10),
+                    };
+                }
+                let message = if tools {
+                    json!({"role": "assistant", "content": "", "tool_calls": [{"id": "tc1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]})
+                } else if json_mode {
+                    json!({"role": "assistant", "content": "{\"city\": \"Paris\"}"})
+                } else {
+                    json!({"role": "assistant", "content": "Bonjour depuis Paris"})
+                };
+                MockResponse::json(
+                    200,
+                    json!({
+                        "id": "m-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                        "choices": [{"index": 0, "message": message, "finish_reason": if tools {"tool_calls"} else {"stop"}}],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+                    }),
+                )
+            }
+            _ => MockResponse::json(404, json!({"detail": "Not Found"})),
+        }
+    })
+}
+
+fn vllm_handler() -> Handler {
+    Arc::new(|req: &Recorded| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let model = body["model"].as_str().unwrap_or_default().to_string();
+        if body["stream"] == true {
+            let mut events: Vec<String> = ["local", " answer"]
+                .iter()
+                .map(|w| json!({"id": "v-s1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]}).to_string())
+                .collect();
+            events.push(json!({"id": "v-s1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}).to_string());
+            events.push("[DONE]".into());
+            return MockResponse::Sse {
+                events,
+                gap: Duration::from_millis(10),
+            };
+        }
+        MockResponse::json(
+            200,
+            json!({
+                "id": "v-1", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "local answer"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+            }),
+        )
+    })
+}
+
+struct World {
+    _pki: TestPki,
+    openai: MockUpstream,
+    mistral: MockUpstream,
+    vllm: MockUpstream,
+    proxy: Arc<Proxy>,
+    key_file: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+}
+
+async fn world(models: &str) -> World {
+    let pki = TestPki::new();
+    let openai = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let mistral = MockUpstream::start(
+        Some(pki.server_config(&["api.mistral.ai"])),
+        mistral_handler(),
+    )
+    .await;
+    let vllm = MockUpstream::start(None, vllm_handler()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mistral-key");
+    std::fs::write(&key_file, format!("{MISTRAL_KEY}\n")).unwrap();
+    let vllm_port = vllm.addr.port();
+    let yaml = format!(
+        r#"upstream:
+  extra_ca_file: {ca}
+  resolve:
+    "api.openai.com:443": "{openai}"
+    "api.mistral.ai:443": "{mistral}"
+    "vllm.llm.svc:{vllm_port}": "{vllm}"
+targets:
+  mistral:
+    base_url: https://api.mistral.ai/v1
+    api_key_file: {key}
+    models: {models}
+  vllm:
+    base_url: http://vllm.llm.svc:{vllm_port}/v1
+    models: {{ "*": meta-llama/Llama-3.1-8B-Instruct }}
+"#,
+        ca = pki.ca_path.display(),
+        openai = openai.addr,
+        mistral = mistral.addr,
+        vllm = vllm.addr,
+        key = key_file.display(),
+    );
+    let proxy = Proxy::start_in(dir, &yaml);
+    let bundle = proxy.dir.path().join("bundle.pem");
+    let out = Command::new(ecluse_bin())
+        .args(["ca", "bundle", "--config"])
+        .arg(proxy.dir.path().join("ecluse.yaml"))
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    World {
+        _pki: pki,
+        openai,
+        mistral,
+        vllm,
+        proxy: Arc::new(proxy),
+        key_file,
+        bundle,
+    }
+}
+
+const SCRIPT: &str = r#"
+import json, sys
+import openai
+from openai import OpenAI
+mode, classification = sys.argv[1], sys.argv[2]
+client = OpenAI(api_key=sys.argv[3], organization="org-canary", max_retries=0, timeout=30,
+                default_headers={"x-data-classification": classification})
+msgs = [{"role": "user", "content": "hello", "name": "alice"}]
+out = {}
+try:
+    if mode == "chat":
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=msgs, seed=7,
+            max_completion_tokens=64, logprobs=True, top_logprobs=2, user="u-9", store=False, logit_bias={"1": 1})
+        r = raw.parse()
+        out = {"content": r.choices[0].message.content, "model": r.model, "usage": r.usage.total_tokens,
+               "route": raw.headers.get("x-ecluse-route"), "original_model": raw.headers.get("x-ecluse-original-model")}
+    elif mode == "stream":
+        parts = []
+        for chunk in client.chat.completions.create(model="gpt-4o", messages=msgs, stream=True,
+                stream_options={"include_usage": True}):
+            if chunk.choices and chunk.choices[0].delta.content:
+                parts.append(chunk.choices[0].delta.content)
+        out = {"content": "".join(parts)}
+    elif mode == "tools":
+        r = client.chat.completions.create(model="gpt-4o", messages=msgs, tool_choice="auto", tools=[{
+            "type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+        call = r.choices[0].message.tool_calls[0]
+        out = {"tool": call.function.name, "arguments": json.loads(call.function.arguments)}
+    elif mode == "json":
+        r = client.chat.completions.create(model="gpt-4o", messages=msgs,
+            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object",
+            "properties": {"city": {"type": "string"}}}}})
+        out = {"parsed": json.loads(r.choices[0].message.content)}
+    elif mode == "embeddings":
+        r = client.embeddings.create(model="text-embedding-3-small", input="hello")
+        out = {"embedding": r.data[0].embedding}
+    elif mode == "broken":
+        client.chat.completions.create(model="gpt-4-broken", messages=[{"role": "user", "content": "x"}])
+except openai.APIStatusError as e:
+    out = {"status": e.status_code, "body": e.body}
+print(json.dumps(out))
+"#;
+
+fn sdk(w: &World, mode: &str, classification: &str) -> Value {
+    let python = common::python::python();
+    let out = Command::new(python)
+        .args(["-c", SCRIPT, mode, classification, CLIENT_KEY])
+        .env("HTTPS_PROXY", w.proxy.proxy_url())
+        .env("SSL_CERT_FILE", &w.bundle)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{mode}: {stdout}\n{}\n--- ecluse ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        w.proxy.logs()
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{mode}: {e}: {stdout}"))
+}
+
+async fn sdk_async(w: &Arc<World>, mode: &'static str, classification: &'static str) -> Value {
+    let w = w.clone();
+    tokio::task::spawn_blocking(move || sdk(&w, mode, classification))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_is_answered_by_mistral_through_the_openai_sdk() {
+    let w = Arc::new(
+        world("{ gpt-4o: mistral-large-latest, text-embedding-3-small: mistral-embed }").await,
+    );
+
+    let chat = sdk_async(&w, "chat", "personal").await;
+    assert_eq!(chat["content"], "Bonjour depuis Paris", "{chat}");
+    assert_eq!(chat["model"], "mistral-large-latest");
+    assert_eq!(chat["usage"], 16);
+    assert_eq!(chat["route"], "mistral");
+    assert_eq!(chat["original_model"], "gpt-4o");
+
+    let stream = sdk_async(&w, "stream", "personal").await;
+    assert_eq!(stream["content"], "Bonjour depuis Paris", "{stream}");
+
+    let tools = sdk_async(&w, "tools", "personal").await;
+    assert_eq!(tools["tool"], "get_weather");
+    assert_eq!(tools["arguments"]["city"], "Paris");
+
+    let json_mode = sdk_async(&w, "json", "personal").await;
+    assert_eq!(json_mode["parsed"]["city"], "Paris");
+
+    let embeddings = sdk_async(&w, "embeddings", "personal").await;
+    assert_eq!(
+        embeddings["embedding"],
+        json!([0.25, -0.5, 0.125]),
+        "{embeddings}"
+    );
+
+    assert!(
+        w.openai.recorded().is_empty(),
+        "personal data reached OpenAI"
+    );
+    let recorded = w.mistral.recorded();
+    assert_eq!(recorded.len(), 5);
+    for r in &recorded {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {MISTRAL_KEY}").as_str())
+        );
+        assert_eq!(r.header("host"), Some("api.mistral.ai"));
+        for leaked in [
+            "openai-organization",
+            "openai-project",
+            "x-api-key",
+            "api-key",
+            "x-data-classification",
+        ] {
+            assert!(r.header(leaked).is_none(), "{leaked} reached the target");
+        }
+        let all_headers = format!("{:?}", r.headers);
+        assert!(
+            !all_headers.contains(CLIENT_KEY),
+            "the client's key reached Mistral"
+        );
+    }
+    let chat_body: Value = serde_json::from_slice(&recorded[0].body).unwrap();
+    assert_eq!(chat_body["model"], "mistral-large-latest");
+    assert_eq!(chat_body["random_seed"], 7);
+    assert_eq!(chat_body["max_tokens"], 64);
+    for gone in [
+        "seed",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "store",
+        "logit_bias",
+        "max_completion_tokens",
+    ] {
+        assert!(chat_body.get(gone).is_none(), "{gone} sent to Mistral");
+    }
+    assert!(chat_body["messages"][0].get("name").is_none());
+    let stream_body: Value = serde_json::from_slice(&recorded[1].body).unwrap();
+    assert!(stream_body.get("stream_options").is_none());
+    let embed_body: Value = serde_json::from_slice(&recorded[4].body).unwrap();
+    assert_eq!(embed_body["model"], "mistral-embed");
+    assert!(
+        w.proxy.logs().contains("tokens 12/3"),
+        "streamed usage not read: {}",
+        w.proxy.logs()
+    );
+    assert!(!w.proxy.logs().contains(MISTRAL_KEY) && !w.proxy.logs().contains(CLIENT_KEY));
+
+    // Public data still goes to OpenAI, untouched.
+    let public = sdk_async(&w, "chat", "public").await;
+    assert_eq!(public["content"], "Hello from the mock");
+    assert_eq!(w.openai.recorded().len(), 1);
+    assert_eq!(
+        w.openai.recorded()[0].header("authorization"),
+        Some(format!("Bearer {CLIENT_KEY}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_category_data_goes_to_the_in_cluster_vllm() {
+    let w = Arc::new(world("{ gpt-4o: mistral-large-latest }").await);
+    let chat = sdk_async(&w, "chat", "special-category").await;
+    assert_eq!(chat["content"], "local answer", "{chat}");
+    assert_eq!(chat["route"], "vllm");
+    let stream = sdk_async(&w, "stream", "special-category").await;
+    assert_eq!(stream["content"], "local answer");
+    let recorded = w.vllm.recorded();
+    assert_eq!(recorded.len(), 2);
+    let body: Value = serde_json::from_slice(&recorded[0].body).unwrap();
+    assert_eq!(body["model"], "meta-llama/Llama-3.1-8B-Instruct");
+    // vLLM takes OpenAI's fields as they are.
+    assert_eq!(body["seed"], 7);
+    assert!(
+        recorded[0].header("authorization").is_none(),
+        "no key configured, none sent"
+    );
+    assert_eq!(recorded[0].path, "/v1/chat/completions");
+    assert!(w.openai.recorded().is_empty() && w.mistral.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_errors_come_back_in_openai_shape() {
+    let w = Arc::new(world("{ gpt-4o: mistral-large-latest, gpt-4-broken: mistral-broken }").await);
+    let out = sdk_async(&w, "broken", "personal").await;
+    assert_eq!(out["status"], 422, "{out}");
+    assert_eq!(out["body"]["param"], "model");
+    assert!(out["body"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Extra inputs are not permitted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_file_is_reread_when_it_rotates_and_missing_is_503() {
+    let w = Arc::new(world("{ \"*\": mistral-large-latest }").await);
+    assert_eq!(
+        sdk_async(&w, "chat", "personal").await["content"],
+        "Bonjour depuis Paris"
+    );
+
+    // Rotate to a key the mock refuses: the next call carries it (401 back).
+    let rotated = w.key_file.with_extension("new");
+    std::fs::write(&rotated, "rotated-key-0001").unwrap();
+    std::fs::rename(&rotated, &w.key_file).unwrap();
+    let out = sdk_async(&w, "chat", "personal").await;
+    assert_eq!(out["status"], 401, "{out}");
+    assert_eq!(out["body"]["type"], "authentication_error", "{out}");
+    assert_eq!(
+        w.mistral.recorded().last().unwrap().header("authorization"),
+        Some("Bearer rotated-key-0001")
+    );
+
+    std::fs::remove_file(&w.key_file).unwrap();
+    let before = w.mistral.recorded().len();
+    let out = sdk_async(&w, "chat", "personal").await;
+    assert_eq!(out["status"], 503, "{out}");
+    assert!(
+        out["body"]["message"].as_str().unwrap().contains("mistral"),
+        "{out}"
+    );
+    assert_eq!(
+        w.mistral.recorded().len(),
+        before,
+        "a call went out without a key"
+    );
+    assert!(
+        w.openai.recorded().is_empty(),
+        "a missing key fell back to the original destination"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reroute_that_cannot_be_carried_out_is_a_403_never_a_garbled_call() {
+    let w = world("{ gpt-4o: mistral-large-latest }").await;
+    // No mapping for this model: refused, naming the target.
+    let tls = w
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let mut req = post_json(
+        "api.openai.com",
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4.1","messages":[]}"#,
+    );
+    req.headers_mut()
+        .insert("x-data-classification", "personal".parse().unwrap());
+    let resp = http1_send(tls, req).await;
+    assert_eq!(resp.status(), 403);
+    let text = body_text(resp).await;
+    assert!(
+        text.contains("no model mapping") && text.contains("mistral"),
+        "{text}"
+    );
+    assert!(w.mistral.recorded().is_empty() && w.openai.recorded().is_empty());
+
+    // Models listing is rerouted too (GET /v1/models).
+    let tls = w
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let req = hyper::Request::get("/v1/models")
+        .header("host", "api.openai.com")
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .header("x-data-classification", "personal")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = http1_send(tls, req).await;
+    assert_eq!(resp.status(), 200);
+    assert!(body_text(resp).await.contains("mistral-large-latest"));
+}

@@ -77,5 +77,133 @@ fn body_parsing(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, leaf_minting, connect_parsing, body_parsing);
+fn prompt_with_pii(bytes: usize) -> serde_json::Value {
+    let sentence = "Please summarise the invoice for jane.doe@example.com, IBAN DE89 3704 0044 0532 0130 00, call +33 6 12 34 56 78. ";
+    let filler =
+        "The quarterly roadmap covers reliability, onboarding and the new billing engine. ";
+    let mut content = String::with_capacity(bytes);
+    while content.len() < bytes {
+        content.push_str(if content.len() % 7 == 0 {
+            sentence
+        } else {
+            filler
+        });
+    }
+    serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]})
+}
+
+fn pii_scan(c: &mut Criterion) {
+    for (name, size) in [("pii_scan_4KiB", 4 << 10), ("pii_scan_1MiB", 1 << 20)] {
+        let body = prompt_with_pii(size);
+        c.bench_function(name, |b| {
+            b.iter(|| ecluse::classify::scan_json(black_box(&body)))
+        });
+    }
+}
+
+fn policy_evaluation(c: &mut Criterion) {
+    use ecluse::listener::connect::Authority;
+    use ecluse::policy::input::{self, Scheme, SourceDoc};
+    use ecluse::policy::load::{self, Context, PolicyFiles};
+    let targets = Default::default();
+    let context = Context {
+        targets: &targets,
+        timeout: std::time::Duration::from_millis(50),
+    };
+    let snapshot = load::compile(
+        &PolicyFiles::embedded(),
+        &context,
+        "bench".into(),
+        "bench".into(),
+    )
+    .unwrap();
+    let body = serde_json::to_vec(&prompt_with_pii(512)).unwrap();
+    let headers: Vec<(&str, &[u8])> = vec![
+        ("content-type", b"application/json"),
+        ("authorization", b"Bearer sk-test"),
+        ("x-data-classification", b"internal"),
+        ("user-agent", b"OpenAI/Python 1.54.0"),
+    ];
+    c.bench_function("policy_input_and_eval_default", |b| {
+        b.iter(|| {
+            let destination = input::destination(
+                &snapshot.registry,
+                &Authority::new("api.openai.com", 443),
+                Scheme::Https,
+                &[443],
+            );
+            let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
+            let mut data = ecluse::classify::declared(Some(b"internal"), None).unwrap();
+            data.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
+            let request = input::request_doc(
+                "POST",
+                "/v1/chat/completions",
+                headers.iter().copied(),
+                body.len(),
+                &call,
+            );
+            let input = input::request_input(destination, request, data, SourceDoc::default());
+            black_box(snapshot.decide_request(&input))
+        })
+    });
+    let destination = input::destination(
+        &snapshot.registry,
+        &Authority::new("api.openai.com", 443),
+        Scheme::Https,
+        &[443],
+    );
+    let connect = input::connect_input(destination, SourceDoc::default());
+    c.bench_function("policy_eval_connect", |b| {
+        b.iter(|| black_box(snapshot.decide_connect(&connect)))
+    });
+}
+
+fn rewrite(c: &mut Criterion) {
+    let body = serde_json::json!({
+        "model": "gpt-4o", "seed": 1, "max_completion_tokens": 100, "logprobs": true, "user": "u",
+        "messages": [{"role": "system", "content": "be brief", "name": "s"}, {"role": "user", "content": "x".repeat(2000)}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    });
+    let dialect = ecluse::route::translate::Dialect::Mistral;
+    c.bench_function("rewrite_chat_for_mistral", |b| {
+        b.iter(|| {
+            serde_json::to_vec(
+                &dialect
+                    .translate("chat", black_box(&body), "mistral-large-latest")
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+    });
+}
+
+fn sse_usage(c: &mut Criterion) {
+    let mut stream = Vec::new();
+    for i in 0..200 {
+        stream.extend_from_slice(
+            format!("data: {{\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{{\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n").as_bytes(),
+        );
+    }
+    stream.extend_from_slice(b"data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":200}}\n\ndata: [DONE]\n\n");
+    c.bench_function("sse_usage_200_events", |b| {
+        b.iter(|| {
+            let mut o = ecluse::llm::usage::ResponseObserver::new(Some("text/event-stream"));
+            for chunk in stream.chunks(1400) {
+                o.feed(chunk);
+            }
+            black_box(o.finish())
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    leaf_minting,
+    connect_parsing,
+    body_parsing,
+    pii_scan,
+    policy_evaluation,
+    rewrite,
+    sse_usage
+);
 criterion_main!(benches);

@@ -79,9 +79,19 @@ test_internal_to_anthropic_is_allowed if {
 }
 
 test_undeclared_without_pii_uses_the_default_classification if {
-	d := decide(call(openai, null, null, null, {}))
+	d := egress.decision with input as call(openai, null, null, null, {})
+		with data.targets as targets
+		with data.settings.default_classification as "internal"
 	d.allowed
 	contains(d.reason, "internal data")
+}
+
+test_a_personal_default_classification_protects_undeclared_calls if {
+	d := egress.decision with input as call(openai, null, null, null, {})
+		with data.targets as {}
+		with data.settings.default_classification as "personal"
+	not d.allowed
+	d.rule == "egress.personal_data_cloud_act"
 }
 
 # 1. unregistered destinations.

@@ -2,7 +2,6 @@
 //! and what policy is active.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -20,7 +19,11 @@ impl Admin {
         Admin { shared }
     }
 
-    fn route(&self, method: &http::Method, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    async fn route(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> (StatusCode, &'static str, Vec<u8>) {
         let text = "text/plain; charset=utf-8";
         match (method.as_str(), path) {
             ("GET", "/healthz") => (StatusCode::OK, text, b"ok\n".to_vec()),
@@ -31,40 +34,48 @@ impl Admin {
                         text,
                         b"draining: shutting down\n".to_vec(),
                     )
+                } else if !self.shared.is_ready() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        text,
+                        b"not ready: no policy revision loaded (see /policy)\n".to_vec(),
+                    )
                 } else {
                     (StatusCode::OK, text, b"ready\n".to_vec())
+                }
+            }
+            ("POST", "/policy/reload") => {
+                let Some(handle) = self.shared.reload.get() else {
+                    return (StatusCode::SERVICE_UNAVAILABLE, text, b"the reloader is not running\n".to_vec());
+                };
+                match handle.reload().await {
+                    Some(outcome) => {
+                        let status = match outcome {
+                            crate::source::Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                            _ => StatusCode::OK,
+                        };
+                        let body = serde_json::json!({"outcome": outcome, "policy": self.shared.status()});
+                        (status, "application/json", serde_json::to_vec_pretty(&body).unwrap_or_default())
+                    }
+                    None => (StatusCode::SERVICE_UNAVAILABLE, text, b"the reloader stopped\n".to_vec()),
                 }
             }
             ("GET", "/metrics") => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.shared.metrics.render().into_bytes(),
+                self.metrics_text().into_bytes(),
             ),
             ("GET", "/ca.pem") => (
                 StatusCode::OK,
                 "application/x-pem-file",
                 self.shared.leaves.ca().cert_pem().as_bytes().to_vec(),
             ),
-            ("GET", "/policy") => {
-                let snapshot = self.shared.snapshot.load();
-                let loaded_at = snapshot
-                    .loaded_at
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let body = serde_json::json!({
-                    "source": snapshot.source,
-                    "revision": snapshot.revision,
-                    "loaded_at": loaded_at,
-                    "last_error": null,
-                });
-                (
-                    StatusCode::OK,
-                    "application/json",
-                    serde_json::to_vec_pretty(&body).unwrap_or_default(),
-                )
-            }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/ca.pem" | "/policy") => (
+            ("GET", "/policy") => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec_pretty(&self.shared.status()).unwrap_or_default(),
+            ),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/ca.pem" | "/policy" | "/policy/reload") => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 text,
                 b"method not allowed\n".to_vec(),
@@ -72,9 +83,36 @@ impl Admin {
             _ => (
                 StatusCode::NOT_FOUND,
                 text,
-                b"not found: try /healthz, /readyz, /metrics, /ca.pem, /policy\n".to_vec(),
+                b"not found: try /healthz, /readyz, /metrics, /ca.pem, /policy, POST /policy/reload\n".to_vec(),
             ),
         }
+    }
+}
+
+impl Admin {
+    /// The counters plus the policy state, which lives outside `Metrics`.
+    fn metrics_text(&self) -> String {
+        let mut text = self.shared.metrics.render();
+        let status = self.shared.status();
+        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        text.push_str("# HELP ecluse_policy_revision_info The active policy revision\n# TYPE ecluse_policy_revision_info gauge\n");
+        text.push_str(&format!(
+            "ecluse_policy_revision_info{{revision=\"{}\",source=\"{}\",persisted=\"{}\"}} 1\n",
+            escape(status.revision.as_deref().unwrap_or("none")),
+            escape(&status.source),
+            status.from_persisted
+        ));
+        text.push_str("# HELP ecluse_policy_ready 1 when a policy revision decides calls\n# TYPE ecluse_policy_ready gauge\n");
+        text.push_str(&format!(
+            "ecluse_policy_ready {}\n",
+            u8::from(self.shared.snapshot.load().is_ready())
+        ));
+        text.push_str("# HELP ecluse_policy_last_rejection_timestamp_seconds When the last policy revision was rejected (0: none since the active one)\n# TYPE ecluse_policy_last_rejection_timestamp_seconds gauge\n");
+        text.push_str(&format!(
+            "ecluse_policy_last_rejection_timestamp_seconds {}\n",
+            status.last_error.map(|r| r.at).unwrap_or(0)
+        ));
+        text
     }
 }
 
@@ -82,7 +120,8 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let (status, content_type, body) = self.route(&req.method, req.uri.path());
+        let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        let (status, content_type, body) = self.route(&method, &path).await;
         Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)

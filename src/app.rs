@@ -17,11 +17,11 @@ use crate::admin::Admin;
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
 use crate::listener::FrontEnd;
-use crate::policy::load::{self, Context, LoadError, PolicyFiles};
-use crate::policy::Snapshot;
+use crate::policy::load::{LoadError, PolicyFiles};
 use crate::proxy::forward::Forwarder;
 use crate::proxy::EgressProxy;
-use crate::route::{targets_from_config, Target};
+use crate::route::targets_from_config;
+use crate::source::{self, Rejection, ReloadHandle, Reloader, Source};
 use crate::state::Shared;
 use crate::tls::{ca, CaError, CertificateAuthority, LeafCache};
 
@@ -32,8 +32,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("CA: {0}")]
     Ca(#[from] CaError),
-    #[error(transparent)]
-    Policy(#[from] LoadError),
+    #[error("{0}")]
+    Policy(#[from] Rejection),
     #[error("{0}")]
     Setup(String),
 }
@@ -52,8 +52,17 @@ pub fn load_ca(config: &Config) -> Result<CertificateAuthority, CaError> {
     )
 }
 
-/// The policy files of the configured directory, or the embedded defaults,
-/// with their revision id and a description of the source.
+/// Runs a future on a short-lived runtime, before pingora's own exist.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime can be built")
+        .block_on(future)
+}
+
+/// The policy files of a directory or of the embedded defaults (for the
+/// `policy` commands), with their revision id and source.
 pub fn read_policy(config: &Config) -> Result<(PolicyFiles, String, String), LoadError> {
     match &config.policy.dir {
         None => {
@@ -67,19 +76,6 @@ pub fn read_policy(config: &Config) -> Result<(PolicyFiles, String, String), Loa
             Ok((files, revision, format!("dir:{}", dir.display())))
         }
     }
-}
-
-/// Reads, compiles and tests the configured policy revision.
-pub fn load_snapshot(
-    config: &Config,
-    targets: &std::collections::BTreeMap<String, Target>,
-) -> Result<Snapshot, LoadError> {
-    let (files, revision, source) = read_policy(config)?;
-    let context = Context {
-        targets,
-        timeout: config.policy.eval_timeout,
-    };
-    load::load_revision(&files, &context, revision, source)
 }
 
 /// `sha256:` and the first 12 hex digits of the content's digest.
@@ -112,7 +108,7 @@ pub fn app_bundle(ca: &CertificateAuthority) -> Result<String, String> {
 
 /// Everything that must hold before listening: state dir, CA, policy,
 /// upstream roots. Returns the shared state and the roots file path.
-pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf), StartError> {
+pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf, Source), StartError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         StartError::Setup(format!(
             "cannot create state_dir {}: {e}",
@@ -139,7 +135,8 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf), StartError> {
     for problem in crate::route::check_key_files(&targets) {
         warn!("{problem}: reroutes to this target will get 503 until the key is readable");
     }
-    let snapshot = load_snapshot(&config, &targets)?;
+    let source = Source::from_config(&config);
+    let (snapshot, status) = block_on(source::initial_snapshot(&config, &targets, &source))?;
     info!(
         "policy revision {} from {}",
         snapshot.revision, snapshot.source
@@ -158,14 +155,15 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf), StartError> {
     let cache_size = config.ca.leaf_cache_size.unwrap_or(DEFAULT_LEAF_CACHE);
     let leaves = LeafCache::new(Arc::new(ca), cache_size);
     Ok((
-        Shared::new(config, snapshot, leaves, targets, audit),
+        Shared::new(config, snapshot, leaves, targets, audit, status),
         roots_path,
+        source,
     ))
 }
 
 /// Runs until SIGTERM (drain, then exit) or SIGINT (exit now).
 pub fn run(config: Config) -> Result<(), StartError> {
-    let (shared, roots_path) = prepare(config)?;
+    let (shared, roots_path, source) = prepare(config)?;
     let config = &shared.config;
 
     let threads = if config.threads == 0 {
@@ -202,6 +200,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     admin.threads = Some(1);
     server.add_service(front);
     server.add_service(admin);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(8);
+    let _ = shared.reload.set(ReloadHandle(reload_tx));
+    let reloader = Arc::new(Reloader::new(shared.clone(), source, reload_rx));
+    server.add_service(pingora_core::services::background::background_service(
+        "ecluse policy reloader",
+        source::ReloadService(reloader),
+    ));
 
     info!(
         "ecluse listening on {} (admin {}), mode {:?}",

@@ -27,10 +27,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate the config, the CA files and the entity registry; exit 1 listing every problem.
+    /// Validate the config, CA, targets, registry and policies (with their tests); exit 1 listing every problem.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Do not fetch a Git policy source (check its local settings only).
+        #[arg(long)]
+        offline: bool,
     },
     /// Manage the CA that apps trust.
     Ca {
@@ -100,7 +103,7 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Command::Check { config } => check(config.as_deref()),
+        Command::Check { config, offline } => check(config.as_deref(), offline),
         Command::Ca { command } => match command {
             CaCommand::Init { dir, config } => ca_init(dir, config.as_deref()),
             CaCommand::Bundle { out, config } => ca_bundle(&out, config.as_deref()),
@@ -228,7 +231,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
     }
 }
 
-fn check(path: Option<&Path>) -> ExitCode {
+fn check(path: Option<&Path>, offline: bool) -> ExitCode {
     let mut problems = Vec::new();
     let config = match path {
         None => Config::default(),
@@ -256,8 +259,28 @@ fn check(path: Option<&Path>) -> ExitCode {
     match crate::route::targets_from_config(&config.targets) {
         Ok(targets) => {
             problems.extend(crate::route::check_key_files(&targets));
-            if let Err(e) = app::load_snapshot(&config, &targets) {
-                problems.push(e.to_string());
+            if let Some(git) = &config.policy.git {
+                for (what, file) in [
+                    ("token_file", &git.token_file),
+                    ("ssh_key_file", &git.ssh_key_file),
+                    ("known_hosts_file", &git.known_hosts_file),
+                    ("allowed_signers", &git.allowed_signers),
+                ] {
+                    if let Some(file) = file {
+                        if let Err(e) = std::fs::metadata(file) {
+                            problems.push(format!("policy.git.{what} {}: {e}", file.display()));
+                        }
+                    }
+                }
+            }
+            let skip_fetch = offline && config.policy.git.is_some();
+            if !skip_fetch {
+                let source = crate::source::Source::from_config(&config);
+                if let Err(e) =
+                    app::block_on(crate::source::load_current(&config, &targets, &source))
+                {
+                    problems.push(e.to_string());
+                }
             }
         }
         Err(list) => problems.extend(list),

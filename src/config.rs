@@ -97,8 +97,14 @@ pub struct CaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    /// Directory holding `*.rego` modules and `data/*.json`; embedded defaults when unset.
+    /// Directory holding `*.rego` modules and `data/*.json`; embedded defaults
+    /// when neither `dir` nor `git` is set.
     pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    #[serde(deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// A Git repository to follow instead of a directory.
+    pub git: Option<GitConfig>,
     /// Longest a single policy evaluation may run before it counts as a deny.
     #[serde(deserialize_with = "de_duration")]
     pub eval_timeout: Duration,
@@ -108,9 +114,66 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             dir: None,
+            poll_interval: Duration::from_secs(5),
+            git: None,
             eval_timeout: Duration::from_millis(50),
         }
     }
+}
+
+/// A policy repository (`policy.git`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    /// `https://...`, `ssh://...`, `git@host:path`, `file://...` or a local path.
+    pub url: String,
+    /// Branch, tag or full commit SHA.
+    #[serde(default = "default_ref")]
+    pub r#ref: String,
+    /// Directory of the repository holding the policies (default: its root).
+    #[serde(default)]
+    pub subdir: Option<String>,
+    #[serde(default = "default_git_poll", deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+    /// File holding an HTTPS access token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// User name sent with the token (GitHub: x-access-token; GitLab: oauth2).
+    #[serde(default = "default_token_user")]
+    pub token_username: String,
+    /// Private key for ssh URLs.
+    #[serde(default)]
+    pub ssh_key_file: Option<PathBuf>,
+    /// known_hosts for ssh URLs; host keys are always checked.
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    /// git's SSH allowed-signers file: when set, the tip commit must be
+    /// signed by one of these keys.
+    #[serde(default)]
+    pub allowed_signers: Option<PathBuf>,
+    /// Accept a ref that moved to a commit that does not descend from the
+    /// active one (a force-push rewind).
+    #[serde(default)]
+    pub allow_rewind: bool,
+    /// Longest a fetch may take.
+    #[serde(default = "default_git_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+fn default_ref() -> String {
+    "main".into()
+}
+
+fn default_git_poll() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_token_user() -> String {
+    "x-access-token".into()
+}
+
+fn default_git_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Where a decision may reroute a call (`route.target`).
@@ -308,6 +371,39 @@ impl Config {
                 problems.push(format!(
                     "upstream.resolve key {key:?} must be host:port, like curl --resolve"
                 ));
+            }
+        }
+        if self.policy.dir.is_some() && self.policy.git.is_some() {
+            problems.push("policy.dir and policy.git are exclusive: choose one source".to_string());
+        }
+        if self.policy.poll_interval < Duration::from_millis(100) {
+            problems.push("policy.poll_interval must be at least 100ms".to_string());
+        }
+        if let Some(git) = &self.policy.git {
+            if git.url.trim().is_empty() || git.url.starts_with('-') {
+                problems.push("policy.git.url must name a repository".to_string());
+            }
+            if git.r#ref.is_empty() || git.r#ref.starts_with('-') || git.r#ref.contains("..") {
+                problems.push(format!(
+                    "policy.git.ref {:?} is not a branch, tag or commit",
+                    git.r#ref
+                ));
+            }
+            if let Some(sub) = &git.subdir {
+                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
+                    problems.push(
+                        "policy.git.subdir must be a relative path inside the repository"
+                            .to_string(),
+                    );
+                }
+            }
+            if git.poll_interval < Duration::from_secs(1) {
+                problems.push("policy.git.poll_interval must be at least 1s".to_string());
+            }
+            let ssh = git.url.starts_with("ssh://")
+                || (git.url.contains('@') && git.url.contains(':') && !git.url.contains("://"));
+            if ssh && git.known_hosts_file.is_none() {
+                problems.push("policy.git.known_hosts_file is required for ssh URLs (host keys are always checked)".to_string());
             }
         }
         if self.policy.eval_timeout.is_zero() || self.policy.eval_timeout > Duration::from_secs(5) {

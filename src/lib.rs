@@ -16,6 +16,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reply;
 pub mod route;
+pub mod source;
 pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -55,6 +55,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Calls refused or failed by ecluse, by error code",
     ),
+    (
+        "ecluse_decisions_total",
+        "counter",
+        "Request-stage decisions, by action and rule",
+    ),
+    (
+        "ecluse_policy_reloads_total",
+        "counter",
+        "Policy reload attempts that found a new revision, by result and failing step",
+    ),
 ];
 
 impl Metrics {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::policy::input::{self, DestinationDoc, Scheme, SourceDoc};
 use crate::policy::Snapshot;
 use crate::route::Target;
+use crate::source::{PolicyStatus, ReloadHandle};
 use crate::tls::LeafCache;
 use crate::upstream::resolve::Resolver;
 
@@ -26,6 +27,9 @@ pub struct Shared {
     pub source: SourceDoc,
     pub targets: BTreeMap<String, Target>,
     pub audit: AuditLog,
+    pub policy_status: Mutex<PolicyStatus>,
+    /// Set once the reloader runs; `POST /policy/reload` goes through it.
+    pub reload: OnceLock<ReloadHandle>,
     /// Set on SIGTERM: readiness turns false, connections are not kept alive.
     pub draining: AtomicBool,
 }
@@ -37,6 +41,7 @@ impl Shared {
         leaves: LeafCache,
         targets: BTreeMap<String, Target>,
         audit: AuditLog,
+        status: PolicyStatus,
     ) -> Arc<Shared> {
         let overrides = config
             .upstream
@@ -66,6 +71,8 @@ impl Shared {
             source,
             targets,
             audit,
+            policy_status: Mutex::new(status),
+            reload: OnceLock::new(),
             draining: AtomicBool::new(false),
         })
     }
@@ -73,6 +80,11 @@ impl Shared {
     /// Report mode: decide and record, never enforce.
     pub fn enforcing(&self) -> bool {
         self.config.mode == crate::config::Mode::Enforce
+    }
+
+    /// Ready when a policy revision decides and no SIGTERM was received.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.load().is_ready() && !self.is_draining()
     }
 
     pub fn is_draining(&self) -> bool {

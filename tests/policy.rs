@@ -543,7 +543,7 @@ async fn a_policy_directory_with_a_syntax_error_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("policy compile step failed") && stderr.contains("egress.rego"),
+        stderr.contains("rejected at the compile step") && stderr.contains("egress.rego"),
         "{stderr}"
     );
     let out = std::process::Command::new(ecluse_bin())

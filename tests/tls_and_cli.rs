@@ -235,7 +235,7 @@ fn check_reports_every_problem_and_passes_good_configs() {
         let path = example.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let out = Command::new(ecluse_bin())
-                .args(["check", "--config"])
+                .args(["check", "--offline", "--config"])
                 .arg(&path)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .output()

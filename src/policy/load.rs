@@ -98,7 +98,7 @@ impl PolicyFiles {
         files
     }
 
-    fn add(&mut self, path: &str, text: String) {
+    pub fn add(&mut self, path: &str, text: String) {
         if let Some(rest) = path.strip_prefix("data/") {
             if rest.ends_with(".json") {
                 self.data.push((rest.to_string(), text));
@@ -315,7 +315,7 @@ pub fn compile(
     }
     Ok(Snapshot {
         registry,
-        policy,
+        policy: Some(policy),
         revision,
         source,
         loaded_at: SystemTime::now(),

@@ -89,17 +89,40 @@ impl Decision {
 #[derive(Debug)]
 pub struct Snapshot {
     pub registry: Registry,
-    pub policy: RegoPolicy,
+    /// `None` until a first revision loads: every decision is then a deny.
+    pub policy: Option<RegoPolicy>,
     pub revision: String,
     pub source: String,
     pub loaded_at: SystemTime,
 }
 
 impl Snapshot {
+    /// The state before any revision could be loaded: not ready, and every
+    /// call denied (never allow-all).
+    pub fn unavailable(source: String) -> Snapshot {
+        Snapshot {
+            registry: Registry::embedded(),
+            policy: None,
+            revision: "none".into(),
+            source,
+            loaded_at: SystemTime::now(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    fn eval<I: Serialize>(&self, rule: &str, input: &I) -> Result<Value, EvalError> {
+        match &self.policy {
+            Some(policy) => policy.eval(rule, input),
+            None => Err(EvalError::NotLoaded),
+        }
+    }
+
     /// The connect-stage decision; any policy failure is a deny naming it.
     pub fn decide_connect<I: Serialize>(&self, input: &I) -> ConnectDecision {
         match self
-            .policy
             .eval(CONNECT_RULE, input)
             .and_then(|v| parse_connect(&v))
         {
@@ -115,7 +138,6 @@ impl Snapshot {
     /// The request-stage decision; any policy failure is a deny naming it.
     pub fn decide_request<I: Serialize>(&self, input: &I) -> Decision {
         match self
-            .policy
             .eval(EGRESS_RULE, input)
             .and_then(|v| parse_decision(&v))
         {

@@ -30,6 +30,9 @@ pub enum EvalError {
     /// The rule returned something that is not a decision document.
     #[error("malformed decision from {rule}: {problem}")]
     Malformed { rule: String, problem: String },
+    /// No policy revision could be loaded yet.
+    #[error("no policy revision is loaded (ecluse is not ready)")]
+    NotLoaded,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -2,6 +2,7 @@
 //! port 0, the ecluse binary started with a generated config, and clients.
 #![allow(dead_code)]
 
+pub mod git_http;
 pub mod python;
 
 use std::convert::Infallible;

@@ -152,10 +152,15 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf, Source), StartEr
                 .unwrap_or_else(|| "stdout".into())
         ))
     })?;
+    let telemetry = crate::telemetry::Telemetry::init(&config.telemetry)
+        .map_err(|e| StartError::Setup(format!("telemetry: {e}")))?;
+    if telemetry.enabled() {
+        info!("exporting traces over OTLP");
+    }
     let cache_size = config.ca.leaf_cache_size.unwrap_or(DEFAULT_LEAF_CACHE);
     let leaves = LeafCache::new(Arc::new(ca), cache_size);
     Ok((
-        Shared::new(config, snapshot, leaves, targets, audit, status),
+        Shared::new(config, snapshot, leaves, targets, audit, telemetry, status),
         roots_path,
         source,
     ))
@@ -218,6 +223,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }),
     });
     shared.audit.close();
+    shared.telemetry.shutdown();
     info!("ecluse stopped");
     Ok(())
 }

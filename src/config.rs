@@ -54,6 +54,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub source: SourceConfig,
     pub audit: AuditConfig,
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// Worker threads for the proxy service; 0 means one per CPU.
     pub threads: usize,
 }
@@ -73,6 +74,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             source: SourceConfig::default(),
             audit: AuditConfig::default(),
+            telemetry: Default::default(),
             threads: 0,
         }
     }

@@ -18,5 +18,6 @@ pub mod reply;
 pub mod route;
 pub mod source;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

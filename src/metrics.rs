@@ -8,7 +8,95 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-#[derive(Default)]
+type SeriesLabels = Vec<(&'static str, String)>;
+/// Per bucket counts, sum, count.
+type Buckets = (Vec<u64>, f64, u64);
+
+/// A Prometheus histogram with fixed buckets and bounded label sets.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    buckets: &'static [f64],
+    series: Mutex<BTreeMap<SeriesLabels, Buckets>>,
+}
+
+/// Label sets beyond this many fold into one `other` series, so a client
+/// sending random model names cannot grow memory without bound.
+const MAX_SERIES: usize = 2000;
+
+impl Histogram {
+    pub const fn new(name: &'static str, help: &'static str, buckets: &'static [f64]) -> Histogram {
+        Histogram {
+            name,
+            help,
+            buckets,
+            series: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe(&self, labels: &[(&'static str, &str)], value: f64) {
+        let mut key: Vec<(&'static str, String)> =
+            labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if !series.contains_key(&key) && series.len() >= MAX_SERIES {
+            key = labels
+                .iter()
+                .map(|(k, _)| (*k, "other".to_string()))
+                .collect();
+        }
+        let entry = series
+            .entry(key)
+            .or_insert_with(|| (vec![0; self.buckets.len()], 0.0, 0));
+        for (i, bound) in self.buckets.iter().enumerate() {
+            if value <= *bound {
+                entry.0[i] += 1;
+            }
+        }
+        entry.1 += value;
+        entry.2 += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let name = self.name;
+        let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", self.help);
+        for (labels, (counts, sum, count)) in series.iter() {
+            let base: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            let with = |extra: String| {
+                let mut all = base.clone();
+                all.push(extra);
+                all.join(",")
+            };
+            for (bound, n) in self.buckets.iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{}}} {n}",
+                    with(format!("le=\"{bound}\""))
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{}}} {count}",
+                with("le=\"+Inf\"".into())
+            );
+            let _ = writeln!(out, "{name}_sum{{{}}} {sum}", base.join(","));
+            let _ = writeln!(out, "{name}_count{{{}}} {count}", base.join(","));
+        }
+    }
+}
+
+/// Bucket boundaries the GenAI semantic conventions advise.
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
 pub struct Metrics {
     pub connections_active: AtomicI64,
     pub connections_total: AtomicU64,
@@ -20,10 +108,48 @@ pub struct Metrics {
     pub tls_client_rejections: AtomicU64,
     pub leaves_minted: AtomicU64,
     labelled: Mutex<BTreeMap<SeriesKey, u64>>,
+    /// `gen_ai.client.token.usage`, by operation, provider, models and token type.
+    pub token_usage: Histogram,
+    /// `gen_ai.client.operation.duration`, by operation, provider, models, error type.
+    pub operation_duration: Histogram,
+    /// Time to the first chunk of a streamed answer.
+    pub time_to_first_chunk: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections_active: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            tunnels_active: AtomicI64::new(0),
+            requests_active: AtomicI64::new(0),
+            intercepts_active: AtomicI64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            tls_client_rejections: AtomicU64::new(0),
+            leaves_minted: AtomicU64::new(0),
+            labelled: Mutex::new(BTreeMap::new()),
+            token_usage: Histogram::new(
+                "gen_ai_client_token_usage",
+                "Tokens used per call (gen_ai.client.token.usage), by token type",
+                TOKEN_BUCKETS,
+            ),
+            operation_duration: Histogram::new(
+                "gen_ai_client_operation_duration_seconds",
+                "Duration of GenAI calls through ecluse (gen_ai.client.operation.duration)",
+                DURATION_BUCKETS,
+            ),
+            time_to_first_chunk: Histogram::new(
+                "gen_ai_client_operation_time_to_first_chunk_seconds",
+                "Time from the request to the first chunk of a streamed answer",
+                DURATION_BUCKETS,
+            ),
+        }
+    }
 }
 
 /// A metric name and its label pairs.
-type SeriesKey = (&'static str, Vec<(&'static str, String)>);
+type SeriesKey = (&'static str, SeriesLabels);
 
 /// Decrements a gauge when dropped, so early returns cannot leak a count.
 pub struct GaugeGuard<'a>(&'a AtomicI64);
@@ -46,11 +172,6 @@ const HELP: &[(&str, &str, &str)] = &[
         "HTTP requests answered, by stage action and status",
     ),
     (
-        "ecluse_connect_total",
-        "counter",
-        "CONNECT and plain-HTTP destinations decided, by action",
-    ),
-    (
         "ecluse_errors_total",
         "counter",
         "Calls refused or failed by ecluse, by error code",
@@ -58,7 +179,12 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "ecluse_decisions_total",
         "counter",
-        "Request-stage decisions, by action and rule",
+        "Policy decisions, by stage (connect, request), action and rule",
+    ),
+    (
+        "ecluse_upstream_errors_total",
+        "counter",
+        "Upstream calls that failed, by kind",
     ),
     (
         "ecluse_policy_reloads_total",
@@ -148,6 +274,9 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+        self.token_usage.render(&mut out);
+        self.operation_duration.render(&mut out);
+        self.time_to_first_chunk.render(&mut out);
         let map = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
         let mut last = "";
         for ((name, labels), value) in map.iter() {
@@ -191,5 +320,37 @@ mod tests {
         assert!(text.contains("ecluse_connections_active 0\n"));
         assert!(text.contains("ecluse_requests_total{action=\"intercept\",status=\"200\"} 2\n"));
         assert!(text.contains("# TYPE ecluse_errors_total counter\n"));
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let m = Metrics::default();
+        m.token_usage
+            .observe(&[("gen_ai_token_type", "input")], 10.0);
+        m.token_usage
+            .observe(&[("gen_ai_token_type", "input")], 100.0);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "gen_ai_client_token_usage_bucket{gen_ai_token_type=\"input\",le=\"16\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "gen_ai_client_token_usage_bucket{gen_ai_token_type=\"input\",le=\"256\"} 2\n"
+        ));
+        assert!(text.contains("gen_ai_client_token_usage_count{gen_ai_token_type=\"input\"} 2\n"));
+        assert!(text.contains("gen_ai_client_token_usage_sum{gen_ai_token_type=\"input\"} 110\n"));
+    }
+
+    #[test]
+    fn label_sets_are_bounded() {
+        let m = Metrics::default();
+        for i in 0..(MAX_SERIES + 50) {
+            m.operation_duration
+                .observe(&[("gen_ai_request_model", &format!("m{i}"))], 0.1);
+        }
+        let series = m.operation_duration.series.lock().unwrap().len();
+        assert_eq!(series, MAX_SERIES + 1);
     }
 }

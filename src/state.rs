@@ -27,6 +27,7 @@ pub struct Shared {
     pub source: SourceDoc,
     pub targets: BTreeMap<String, Target>,
     pub audit: AuditLog,
+    pub telemetry: crate::telemetry::Telemetry,
     pub policy_status: Mutex<PolicyStatus>,
     /// Set once the reloader runs; `POST /policy/reload` goes through it.
     pub reload: OnceLock<ReloadHandle>,
@@ -41,6 +42,7 @@ impl Shared {
         leaves: LeafCache,
         targets: BTreeMap<String, Target>,
         audit: AuditLog,
+        telemetry: crate::telemetry::Telemetry,
         status: PolicyStatus,
     ) -> Arc<Shared> {
         let overrides = config
@@ -71,6 +73,7 @@ impl Shared {
             source,
             targets,
             audit,
+            telemetry,
             policy_status: Mutex::new(status),
             reload: OnceLock::new(),
             draining: AtomicBool::new(false),

@@ -326,7 +326,7 @@ async fn unknown_hosts_are_tunnelled_untouched() {
     assert!(proxy.logs().contains("connect tunnel.example:443: tunnel"));
     let (_, metrics) = proxy.admin_get("/metrics");
     assert!(
-        metrics.contains("ecluse_connect_total{action=\"tunnel\""),
+        metrics.contains("ecluse_decisions_total{stage=\"connect\",action=\"tunnel\",rule=\"connect.non_llm_host\"} 1"),
         "{metrics}"
     );
 }

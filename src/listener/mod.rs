@@ -73,8 +73,9 @@ impl FrontEnd {
         let decision_id = new_decision_id();
         let enforced = self.shared.enforcing();
         self.shared.metrics.count(
-            "ecluse_connect_total",
+            "ecluse_decisions_total",
             &[
+                ("stage", "connect"),
                 ("action", decision.action.as_str()),
                 ("rule", &decision.rule),
             ],
@@ -123,6 +124,32 @@ impl FrontEnd {
             if !matches!(e, ProxyError::Denied { .. }) {
                 record.error = Some(e.to_string());
             }
+        }
+        if self.shared.telemetry.enabled() {
+            let mut attributes = crate::telemetry::decision_attributes(
+                decision.action.as_str(),
+                &decision.rule,
+                &decision.reason,
+                &decision_id,
+                &snapshot.revision,
+                enforced,
+            );
+            attributes.extend(crate::telemetry::destination_attributes(&destination));
+            attributes.push(opentelemetry::KeyValue::new(
+                "server.address",
+                authority.host.clone(),
+            ));
+            attributes.push(opentelemetry::KeyValue::new(
+                "server.port",
+                i64::from(authority.port),
+            ));
+            let error = plan.as_ref().err().map(|e| e.code());
+            if let Some(code) = error {
+                attributes.push(opentelemetry::KeyValue::new("error.type", code));
+            }
+            self.shared
+                .telemetry
+                .connect_span(&authority.host, attributes, error);
         }
         self.shared.audit.record(record);
         plan

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// The answer's text, only when content capture is on (bounded).
+    pub content: Option<String>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub response_model: Option<String>,
@@ -17,10 +19,13 @@ pub struct Usage {
 }
 
 const JSON_CAP: usize = 4 << 20;
+/// Most answer text kept for telemetry content capture.
+const CONTENT_CAP: usize = 64 << 10;
 
 #[derive(Debug)]
 pub struct ResponseObserver {
     sse: bool,
+    capture: bool,
     buf: Vec<u8>,
     overflow: bool,
     usage: Usage,
@@ -32,11 +37,18 @@ impl ResponseObserver {
         let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         ResponseObserver {
             sse,
+            capture: false,
             buf: Vec::new(),
             overflow: false,
             usage: Usage::default(),
             first_chunk_at: None,
         }
+    }
+
+    /// Also collect the answer's text (for telemetry that opted in).
+    pub fn capturing_content(mut self, capture: bool) -> Self {
+        self.capture = capture;
+        self
     }
 
     pub fn is_stream(&self) -> bool {
@@ -153,6 +165,21 @@ impl ResponseObserver {
             }
         }
         if let Some(Value::Array(choices)) = v.get("choices").or_else(|| v.get("candidates")) {
+            if self.capture {
+                for choice in choices {
+                    let text = choice
+                        .get("delta")
+                        .or_else(|| choice.get("message"))
+                        .and_then(|m| m.get("content"))
+                        .and_then(Value::as_str);
+                    if let Some(text) = text {
+                        let content = u.content.get_or_insert_with(String::new);
+                        if content.len() + text.len() <= CONTENT_CAP {
+                            content.push_str(text);
+                        }
+                    }
+                }
+            }
             for choice in choices {
                 if let Some(reason) = choice
                     .get("finish_reason")

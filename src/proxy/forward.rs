@@ -104,6 +104,7 @@ impl Forwarder {
         &self,
         session: &mut Session,
         mut out: Outbound<'_>,
+        capture_content: bool,
     ) -> Result<Forwarded, ProxyError> {
         let peer = self.peer(&out);
         let host = out.authority.to_string();
@@ -161,7 +162,8 @@ impl Forwarder {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mut observer = ResponseObserver::new(content_type.as_deref());
+        let mut observer =
+            ResponseObserver::new(content_type.as_deref()).capturing_content(capture_content);
         let end_of_stream = upstream.response_done();
         session
             .write_response_header(Box::new(response), end_of_stream)

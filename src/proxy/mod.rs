@@ -26,15 +26,18 @@ use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::reply::ProxyError;
 use crate::route::{self, RouteError};
 use crate::state::Shared;
+use crate::telemetry::{self, CallSpan};
 use crate::upstream::resolve::Resolved;
 use forward::{Forwarder, Outbound, OutboundBody};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 pub struct EgressProxy {
     shared: Arc<Shared>,
     forwarder: Forwarder,
 }
 
-/// Per request: what the access log line reports.
+/// Per request: what the access log line, the span and the metrics report.
 pub struct RequestCtx {
     started: Instant,
     destination: Option<Authority>,
@@ -42,6 +45,21 @@ pub struct RequestCtx {
     status: u16,
     outcome: String,
     usage: Usage,
+    span: CallSpan,
+    /// Set for inspected LLM calls: the GenAI facts of the span and metrics.
+    genai: Option<GenAiFacts>,
+    error_type: Option<&'static str>,
+    time_to_first_chunk: Option<std::time::Duration>,
+}
+
+/// What the GenAI span and metrics say about a call.
+struct GenAiFacts {
+    operation: &'static str,
+    /// The provider actually called (the target's when rerouted).
+    provider: &'static str,
+    request_model: Option<String>,
+    server_address: String,
+    server_port: u16,
 }
 
 /// Where an allowed call goes.
@@ -128,10 +146,39 @@ impl EgressProxy {
         .await?;
         let destination = self.shared.destination(&snapshot, &authority, scheme);
         let (call, input) = self.build_input(session.req_header(), destination, &body)?;
-        let decision = snapshot.decide_request(&input);
         let decision_id = audit::new_decision_id();
         let enforced = self.shared.enforcing();
-        self.record_request(&snapshot, &input, &decision, &decision_id, enforced);
+        let decision = {
+            let tel = &self.shared.telemetry;
+            let policy_span = tel.child(&ctx.span, "ecluse.policy", SpanKind::Internal);
+            let decision = snapshot.decide_request(&input);
+            policy_span.set(vec![
+                KeyValue::new("ecluse.rule", decision.rule.clone()),
+                KeyValue::new("ecluse.policy.revision", snapshot.revision.clone()),
+            ]);
+            if decision.rule == crate::policy::POLICY_ERROR_RULE {
+                policy_span.fail(&decision.reason);
+            }
+            decision
+        };
+        self.describe_call(
+            ctx,
+            &snapshot,
+            &call,
+            &input,
+            &decision,
+            &decision_id,
+            enforced,
+            &authority,
+        );
+        self.record_request(
+            &snapshot,
+            &input,
+            &decision,
+            &decision_id,
+            enforced,
+            ctx.span.trace_id(),
+        );
 
         let mut response_headers = vec![("x-ecluse-decision-id", decision_id.clone())];
         if !enforced {
@@ -162,6 +209,7 @@ impl EgressProxy {
         }
         if !decision.allowed {
             ctx.action = "deny";
+            ctx.error_type = Some("policy_denied");
             return Err(ProxyError::Denied {
                 reason: decision.reason,
                 rule: decision.rule,
@@ -199,6 +247,23 @@ impl EgressProxy {
                 let delivery = self
                     .reroute(session, &call, &input, &decision, route, &decision_id)
                     .await?;
+                if let Some(facts) = ctx.genai.as_mut() {
+                    let provider = snapshot.registry.lookup(&delivery.authority.host);
+                    facts.provider = telemetry::provider_name(provider.map(|p| p.id.as_str()));
+                    facts.server_address = delivery.authority.host.clone();
+                    facts.server_port = delivery.authority.port;
+                }
+                ctx.span.set(vec![
+                    KeyValue::new("ecluse.route.target", route.target.clone()),
+                    KeyValue::new(
+                        "ecluse.original.provider",
+                        telemetry::provider_name(input.destination.provider.as_deref()),
+                    ),
+                    KeyValue::new(
+                        "ecluse.original.model",
+                        input.request.model.clone().unwrap_or_default(),
+                    ),
+                ]);
                 response_headers.extend(delivery.response_headers);
                 self.deliver(
                     session,
@@ -232,8 +297,9 @@ impl EgressProxy {
             decision.reason
         );
         self.shared.metrics.count(
-            "ecluse_connect_total",
+            "ecluse_decisions_total",
             &[
+                ("stage", "connect"),
                 ("action", decision.action.as_str()),
                 ("rule", &decision.rule),
             ],
@@ -296,6 +362,71 @@ impl EgressProxy {
         Ok((call, input))
     }
 
+    /// Names the call's span and gives it the call's facts.
+    #[allow(clippy::too_many_arguments)]
+    fn describe_call(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        call: &ParsedCall,
+        input: &RequestInput,
+        decision: &Decision,
+        decision_id: &str,
+        enforced: bool,
+        authority: &Authority,
+    ) {
+        let operation = telemetry::operation_name(call.operation);
+        ctx.genai = Some(GenAiFacts {
+            operation,
+            provider: telemetry::provider_name(input.destination.provider.as_deref()),
+            request_model: call.model.clone(),
+            server_address: authority.host.clone(),
+            server_port: authority.port,
+        });
+        if !self.shared.telemetry.enabled() {
+            return;
+        }
+        let name = match &call.model {
+            Some(model) => format!("{operation} {model}"),
+            None => operation.to_string(),
+        };
+        ctx.span.rename(name);
+        let action = match (&decision.allowed, &decision.route) {
+            (false, _) => "deny",
+            (true, Some(_)) => "reroute",
+            (true, None) => "allow",
+        };
+        let mut attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
+        if let Some(model) = &call.model {
+            attributes.push(KeyValue::new("gen_ai.request.model", model.clone()));
+        }
+        if let Some(json) = &call.json {
+            attributes.extend(telemetry::request_parameters(json));
+            if self.shared.telemetry.capture_content {
+                if let Some(messages) = json
+                    .get("messages")
+                    .or_else(|| json.get("input"))
+                    .or_else(|| json.get("prompt"))
+                {
+                    let mut text = messages.to_string();
+                    text.truncate(64 << 10);
+                    attributes.push(KeyValue::new("gen_ai.input.messages", text));
+                }
+            }
+        }
+        attributes.extend(telemetry::decision_attributes(
+            action,
+            &decision.rule,
+            &decision.reason,
+            decision_id,
+            &snapshot.revision,
+            enforced,
+        ));
+        attributes.extend(telemetry::destination_attributes(&input.destination));
+        attributes.extend(telemetry::data_attributes(&input.data));
+        ctx.span.set(attributes);
+    }
+
     fn record_request(
         &self,
         snapshot: &Snapshot,
@@ -303,6 +434,7 @@ impl EgressProxy {
         decision: &Decision,
         decision_id: &str,
         enforced: bool,
+        trace_id: Option<String>,
     ) {
         let action = match (&decision.allowed, &decision.route) {
             (false, _) => "deny",
@@ -347,7 +479,7 @@ impl EgressProxy {
             model: input.request.model.clone(),
             workload: self.shared.source.workload.clone(),
             namespace: self.shared.source.namespace.clone(),
-            trace_id: None,
+            trace_id,
             error: None,
         });
     }
@@ -495,16 +627,46 @@ impl EgressProxy {
         ctx: &mut RequestCtx,
         delivery: Delivery,
     ) -> Result<(), ProxyError> {
+        let tel = &self.shared.telemetry;
+        let upstream_span = tel.child(&ctx.span, "ecluse.upstream", SpanKind::Client);
+        let mut header = delivery.header;
+        if tel.enabled() {
+            // The upstream continues ecluse's trace, not the app's directly.
+            header.remove_header("traceparent");
+            header.remove_header("tracestate");
+            tel.inject(&upstream_span, |k, v| {
+                let _ = header.insert_header(k.to_string(), v);
+            });
+            upstream_span.set(vec![
+                KeyValue::new("server.address", delivery.authority.host.clone()),
+                KeyValue::new("server.port", i64::from(delivery.authority.port)),
+                KeyValue::new("http.request.method", header.method.to_string()),
+                KeyValue::new("url.path", header.uri.path().to_string()),
+            ]);
+        }
         let outbound = Outbound {
             authority: &delivery.authority,
             addr: delivery.resolved.addr,
             tls: delivery.tls,
-            header: delivery.header,
+            header,
             body: OutboundBody::Buffered(delivery.body),
             response_headers: delivery.response_headers,
             translate_errors: delivery.rerouted,
         };
-        self.send(session, ctx, outbound).await
+        let result = self.send(session, ctx, outbound).await;
+        match &result {
+            Ok(()) => {
+                upstream_span.set(vec![KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(ctx.status),
+                )]);
+                if ctx.status >= 500 {
+                    upstream_span.fail(&format!("status {}", ctx.status));
+                }
+            }
+            Err(e) => upstream_span.fail(e.code()),
+        }
+        result
     }
 
     async fn send(
@@ -516,9 +678,20 @@ impl EgressProxy {
         if self.shared.is_draining() {
             session.set_keepalive(None);
         }
-        let forwarded = self.forwarder.forward(session, outbound).await?;
+        let capture = self.shared.telemetry.capture_content;
+        let forwarded = self.forwarder.forward(session, outbound, capture).await?;
         ctx.status = forwarded.status;
         ctx.usage = forwarded.usage;
+        if forwarded.streamed {
+            ctx.time_to_first_chunk = forwarded
+                .first_chunk_at
+                .map(|t| t.saturating_duration_since(ctx.started));
+        }
+        if forwarded.aborted.is_some() {
+            ctx.error_type = Some("aborted");
+        } else if forwarded.status >= 400 {
+            ctx.error_type = Some(status_error_type(forwarded.status));
+        }
         ctx.outcome = match forwarded.aborted {
             Some(why) => format!("aborted after {} bytes: {why}", forwarded.body_bytes),
             None => format!("{} bytes", forwarded.body_bytes),
@@ -529,9 +702,21 @@ impl EgressProxy {
     async fn send_error(&self, session: &mut Session, ctx: &mut RequestCtx, error: &ProxyError) {
         ctx.status = error.status();
         ctx.outcome = error.to_string();
+        ctx.error_type = Some(error.code());
         self.shared
             .metrics
             .count("ecluse_errors_total", &[("code", error.code())]);
+        if matches!(
+            error,
+            ProxyError::Upstream { .. }
+                | ProxyError::UpstreamCertificate { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::Unresolvable(_)
+        ) {
+            self.shared
+                .metrics
+                .count("ecluse_upstream_errors_total", &[("kind", error.code())]);
+        }
         if session.response_written().is_some() {
             session.set_keepalive(None);
             return;
@@ -560,6 +745,26 @@ impl EgressProxy {
         {
             let _ = session.write_response_body(Some(body), true).await;
         }
+    }
+}
+
+/// `error.type` for an HTTP error status from the upstream.
+fn status_error_type(status: u16) -> &'static str {
+    match status {
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s >= 500 => "5xx",
+        _ => "4xx",
     }
 }
 
@@ -669,6 +874,97 @@ async fn read_body(
     Ok(body.freeze())
 }
 
+impl EgressProxy {
+    /// Ends the call's span and records the GenAI metrics.
+    fn finish_call(&self, ctx: &mut RequestCtx) {
+        let usage = &ctx.usage;
+        if let Some(facts) = &ctx.genai {
+            let metrics = &self.shared.metrics;
+            let request_model = facts.request_model.as_deref().unwrap_or("");
+            let response_model = usage.response_model.as_deref().unwrap_or("");
+            let error_type = ctx.error_type.unwrap_or("");
+            let base = [
+                ("gen_ai_operation_name", facts.operation),
+                ("gen_ai_provider_name", facts.provider),
+                ("gen_ai_request_model", request_model),
+                ("gen_ai_response_model", response_model),
+            ];
+            let mut with_error = base.to_vec();
+            with_error.push(("error_type", error_type));
+            metrics
+                .operation_duration
+                .observe(&with_error, ctx.started.elapsed().as_secs_f64());
+            for (kind, tokens) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ] {
+                if let Some(n) = tokens {
+                    let mut labels = base.to_vec();
+                    labels.push(("gen_ai_token_type", kind));
+                    metrics.token_usage.observe(&labels, n as f64);
+                }
+            }
+            if let Some(ttft) = ctx.time_to_first_chunk {
+                metrics
+                    .time_to_first_chunk
+                    .observe(&base, ttft.as_secs_f64());
+            }
+            if self.shared.telemetry.enabled() {
+                let mut attributes = vec![
+                    KeyValue::new("gen_ai.provider.name", facts.provider),
+                    KeyValue::new("server.address", facts.server_address.clone()),
+                    KeyValue::new("server.port", i64::from(facts.server_port)),
+                ];
+                if let Some(m) = &usage.response_model {
+                    attributes.push(KeyValue::new("gen_ai.response.model", m.clone()));
+                }
+                if let Some(id) = &usage.response_id {
+                    attributes.push(KeyValue::new("gen_ai.response.id", id.clone()));
+                }
+                if !usage.finish_reasons.is_empty() {
+                    attributes.push(KeyValue::new(
+                        "gen_ai.response.finish_reasons",
+                        telemetry::strings(&usage.finish_reasons),
+                    ));
+                }
+                if let Some(n) = usage.input_tokens {
+                    attributes.push(KeyValue::new("gen_ai.usage.input_tokens", n as i64));
+                }
+                if let Some(n) = usage.output_tokens {
+                    attributes.push(KeyValue::new("gen_ai.usage.output_tokens", n as i64));
+                }
+                if let Some(ttft) = ctx.time_to_first_chunk {
+                    attributes.push(KeyValue::new(
+                        "gen_ai.response.time_to_first_chunk",
+                        ttft.as_secs_f64(),
+                    ));
+                }
+                if let Some(content) = &usage.content {
+                    attributes.push(KeyValue::new("gen_ai.output.messages", content.clone()));
+                }
+                if let Some(e) = ctx.error_type {
+                    attributes.push(KeyValue::new("error.type", e));
+                }
+                if ctx.status > 0 {
+                    attributes.push(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(ctx.status),
+                    ));
+                }
+                ctx.span.set(attributes);
+            }
+        } else if let Some(destination) = &ctx.destination {
+            ctx.span
+                .rename(format!("ecluse.{} {}", ctx.action, destination.host));
+            if let Some(e) = ctx.error_type {
+                ctx.span.set(vec![KeyValue::new("error.type", e)]);
+            }
+        }
+        let error = ctx.error_type.map(|e| e.to_string());
+        ctx.span.end(error.as_deref());
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for EgressProxy {
     type CTX = RequestCtx;
@@ -681,6 +977,10 @@ impl ProxyHttp for EgressProxy {
             status: 0,
             outcome: String::new(),
             usage: Usage::default(),
+            span: CallSpan::none(),
+            genai: None,
+            error_type: None,
+            time_to_first_chunk: None,
         }
     }
 
@@ -704,6 +1004,9 @@ impl ProxyHttp for EgressProxy {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<bool> {
         let _in_flight = crate::metrics::track(&self.shared.metrics.requests_active);
+        let telemetry = &self.shared.telemetry;
+        let parent = telemetry.extract(&session.req_header().headers);
+        ctx.span = telemetry.start_call(&parent);
         session.downstream_session.set_abort_on_close(true);
         if let Err(e) = self.handle(session, ctx).await {
             self.send_error(session, ctx, &e).await;
@@ -735,6 +1038,7 @@ impl ProxyHttp for EgressProxy {
             ctx.status
         };
         self.shared.metrics.request(ctx.action, status);
+        self.finish_call(ctx);
         let destination = ctx
             .destination
             .as_ref()

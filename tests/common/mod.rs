@@ -331,7 +331,12 @@ impl Proxy {
         Self::start_in(dir, extra)
     }
 
-    pub fn start_in(mut dir: tempfile::TempDir, extra: &str) -> Proxy {
+    pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Proxy {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Starts ecluse with extra environment variables (OTEL_*, ...).
+    pub fn start_with_env(mut dir: tempfile::TempDir, extra: &str, envs: &[(&str, &str)]) -> Proxy {
         for _ in 0..5 {
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -346,6 +351,7 @@ impl Proxy {
             let child = Command::new(ecluse_bin())
                 .args(["run", "--config"])
                 .arg(&config_path)
+                .envs(envs.iter().copied())
                 .env("RUST_LOG", "info")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

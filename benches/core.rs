@@ -124,14 +124,13 @@ fn policy_evaluation(c: &mut Criterion) {
         ("x-data-classification", b"internal"),
         ("user-agent", b"OpenAI/Python 1.54.0"),
     ];
+    let source = ecluse::policy::rego::to_value(&SourceDoc::default()).unwrap();
+    let authority = Authority::new("api.openai.com", 443);
+    // As the proxy does it: the destination document comes from the
+    // revision's cache; the request and data parts are built per call.
     c.bench_function("policy_input_and_eval_default", |b| {
         b.iter(|| {
-            let destination = input::destination(
-                &snapshot.registry,
-                &Authority::new("api.openai.com", 443),
-                Scheme::Https,
-                &[443],
-            );
+            let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
             let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
             let mut data = ecluse::classify::declared(Some(b"internal"), None).unwrap();
             data.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
@@ -142,19 +141,14 @@ fn policy_evaluation(c: &mut Criterion) {
                 body.len(),
                 &call,
             );
-            let input = input::request_input(destination, request, data, SourceDoc::default());
-            black_box(snapshot.decide_request(&input))
+            black_box(snapshot.decide_request_at(&destination, &request, &data, &source))
         })
     });
-    let destination = input::destination(
-        &snapshot.registry,
-        &Authority::new("api.openai.com", 443),
-        Scheme::Https,
-        &[443],
-    );
-    let connect = input::connect_input(destination, SourceDoc::default());
     c.bench_function("policy_eval_connect", |b| {
-        b.iter(|| black_box(snapshot.decide_connect(&connect)))
+        b.iter(|| {
+            let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
+            black_box(snapshot.decide_connect_at(&destination, &source))
+        })
     });
 }
 

@@ -189,6 +189,9 @@ async fn mock_service(
         .unwrap())
 }
 
+/// Connections the mock accepted (to see whether proxies reuse them).
+static MOCK_ACCEPTS: AtomicU64 = AtomicU64::new(0);
+
 /// Runs the mock on its own one-thread runtime so that its share of the
 /// machine is the same in every scenario.
 fn start_mock(config: Arc<rustls::ServerConfig>) -> SocketAddr {
@@ -207,6 +210,7 @@ fn start_mock(config: Arc<rustls::ServerConfig>) -> SocketAddr {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                MOCK_ACCEPTS.fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -251,6 +255,41 @@ fn wait_port(addr: SocketAddr) {
         assert!(Instant::now() < deadline, "{addr} did not open");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An OTLP/HTTP sink: answers every export with an empty 200.
+fn start_otlp_sink() -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(|req: hyper::Request<Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/x-protobuf")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
 }
 
 fn start_ecluse(extra: &str) -> Running {
@@ -587,8 +626,11 @@ fn main() {
                        connections: usize,
                        duration: Duration| {
         let before = through.map(|r| proc_usage(r.child.id()));
+        let accepts = MOCK_ACCEPTS.load(Ordering::Relaxed);
         let result = run_load(target, connections, duration);
+        let accepts = MOCK_ACCEPTS.load(Ordering::Relaxed) - accepts;
         let after = through.map(|r| proc_usage(r.child.id()));
+        eprintln!("  (mock accepted {accepts} connections)");
         let system = if through.is_some() {
             "ecluse"
         } else {
@@ -602,7 +644,12 @@ fn main() {
         rows.push(r);
     };
 
-    let ecluse = start_ecluse(&format!("{resolve}{targets}"));
+    // ECLUSE_BENCH_POLICY_DIR: measure with another policy (for example a
+    // trivial one, to see what the default policies cost).
+    let policy = std::env::var("ECLUSE_BENCH_POLICY_DIR")
+        .map(|d| format!("policy: {{ dir: {d} }}\n"))
+        .unwrap_or_default();
+    let ecluse = start_ecluse(&format!("{resolve}{targets}{policy}"));
     let ecluse_ca = ecluse.dir.path().join("state/ca.pem");
     let through_ecluse = client_config(&[&ecluse_ca]);
     let via = |proxy: SocketAddr, host: &str| Route::Proxy {
@@ -690,6 +737,26 @@ fn main() {
         );
     }
     drop(ecluse);
+
+    if wanted("tracing") {
+        let sink = start_otlp_sink();
+        let traced = start_ecluse(&format!(
+            "{resolve}telemetry: {{ endpoint: \"http://{sink}\", protocol: http/protobuf }}\n"
+        ));
+        let ca = traced.dir.path().join("state/ca.pem");
+        let t = base(
+            via(traced.listen, "api.openai.com"),
+            "api.openai.com",
+            client_config(&[&ca]),
+        );
+        measure(
+            "intercept+tracing on c=32",
+            t,
+            Some(&traced),
+            o.connections,
+            o.duration,
+        );
+    }
 
     if wanted("sse") {
         let fresh = start_ecluse(&resolve);
@@ -829,7 +896,7 @@ mod peers {
 
         /// Squid resolves names itself: the mock is reached as 127.0.0.1
         /// under a name in /etc/hosts (localhost), with its CA trusted.
-        fn squid(pki: &Pki, mock: SocketAddr) -> Option<Peer> {
+        fn squid(pki: &Pki, _mock: SocketAddr) -> Option<Peer> {
             if Command::new("squid").arg("-v").output().is_err() {
                 let _ = Command::new("apt-get")
                     .args(["install", "-y", "squid-openssl"])
@@ -874,19 +941,18 @@ mod peers {
             std::fs::write(
                 &conf,
                 format!(
-                    "http_port 127.0.0.1:{port} ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=16MB tls-cert={ca} tls-key={key}\n\
+                    "http_port 127.0.0.1:{port} ssl-bump cert={ca} key={key} generate-host-certificates=on dynamic_cert_mem_cache_size=16MB\n\
                      sslcrtd_program /usr/lib/squid/security_file_certgen -s {db} -M 16MB\n\
+                     sslcrtd_children 4 startup=2 idle=1\n\
                      acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump bump all\n\
                      tls_outgoing_options cafile={upstream}\n\
-                     acl SSL_ports port 443 {mock_port}\nacl CONNECT method CONNECT\nhttp_access allow all\n\
-                     cache deny all\naccess_log none\ncache_log /dev/null\npid_filename {pid}\ncoredump_dir {dir}\n\
-                     workers 1\n",
+                     acl localnet src 127.0.0.0/8\nhttp_access allow localnet\nhttp_access deny all\n\
+                     cache deny all\naccess_log none\ncache_log {dir}/cache.log\npid_filename {dir}/squid.pid\n\
+                     coredump_dir {dir}\nworkers 1\nshutdown_lifetime 1 seconds\n",
                     ca = ca.display(),
                     key = ca_key.display(),
                     db = ssl_db.display(),
                     upstream = pki.ca_path.display(),
-                    mock_port = mock.port(),
-                    pid = dir.path().join("squid.pid").display(),
                     dir = dir.path().display(),
                 ),
             )

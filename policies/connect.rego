@@ -7,6 +7,14 @@ import data.ecluse.lib
 dest := input.destination
 
 decision := lib.connect(
+	"intercept", "connect.registered_provider",
+	sprintf("%s is an LLM API of %s", [dest.host, dest.entity.name]),
+) if {
+	# The common case first; it excludes what the denials below catch.
+	dest.port_allowed
+	not dest.ip_literal
+	dest.provider != null
+} else := lib.connect(
 	"deny", "connect.port_not_allowed",
 	sprintf("port %d is not an allowed destination port for %s (upstream.connect_ports / http_ports)", [dest.port, dest.scheme]),
 ) if {

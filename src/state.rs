@@ -11,8 +11,8 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::listener::connect::Authority;
 use crate::metrics::Metrics;
-use crate::policy::input::{self, DestinationDoc, Scheme, SourceDoc};
-use crate::policy::Snapshot;
+use crate::policy::input::{Scheme, SourceDoc};
+use crate::policy::{Destination, Snapshot};
 use crate::route::Target;
 use crate::source::{PolicyStatus, ReloadHandle};
 use crate::tls::LeafCache;
@@ -25,6 +25,8 @@ pub struct Shared {
     pub resolver: Resolver,
     pub metrics: Metrics,
     pub source: SourceDoc,
+    /// `source` in regorus's form, built once.
+    pub source_value: regorus::Value,
     pub targets: BTreeMap<String, Target>,
     pub audit: AuditLog,
     pub telemetry: crate::telemetry::Telemetry,
@@ -64,7 +66,9 @@ impl Shared {
             workload: config.source.workload.clone(),
             namespace: config.source.namespace.clone(),
         };
+        let source_value = crate::policy::rego::to_value(&source).unwrap_or(regorus::Value::Null);
         Arc::new(Shared {
+            source_value,
             config,
             snapshot: ArcSwap::from_pointee(snapshot),
             leaves,
@@ -108,12 +112,7 @@ impl Shared {
         snapshot: &Snapshot,
         authority: &Authority,
         scheme: Scheme,
-    ) -> DestinationDoc {
-        input::destination(
-            &snapshot.registry,
-            authority,
-            scheme,
-            self.allowed_ports(scheme),
-        )
+    ) -> Arc<Destination> {
+        snapshot.destination(authority, scheme, self.allowed_ports(scheme))
     }
 }

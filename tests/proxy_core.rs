@@ -64,11 +64,17 @@ async fn curl_intercepted_post_reaches_the_upstream_intact() {
     assert_eq!(recorded[0].body, body.as_bytes());
     assert_eq!(recorded[0].header("host"), Some("api.openai.com"));
     assert!(recorded[0].header("proxy-authorization").is_none());
-    let (_, metrics) = s.proxy.admin_get("/metrics");
-    assert!(
-        metrics.contains("ecluse_requests_total{action=\"allow\",status=\"200\"} 1"),
-        "{metrics}"
-    );
+    // The access log and counters are written just after the response.
+    let wanted = "ecluse_requests_total{action=\"allow\",status=\"200\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = s.proxy.admin_get("/metrics");
+        if metrics.contains(wanted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

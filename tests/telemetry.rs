@@ -548,10 +548,23 @@ async fn metrics_parse_as_prometheus_text_and_move_with_calls() {
     chat(&w, "public", false, false).await;
     chat(&w, "public", true, false).await;
     chat(&w, "special-category", false, false).await;
-    let proxy = w.proxy.clone();
-    let after = tokio::task::spawn_blocking(move || read(&proxy))
-        .await
-        .unwrap();
+    // Counters are recorded just after each response: wait for the third.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let proxy = w.proxy.clone();
+        let scrape = tokio::task::spawn_blocking(move || read(&proxy))
+            .await
+            .unwrap();
+        let done = value(
+            &scrape,
+            "gen_ai_client_operation_duration_seconds_count",
+            &[("gen_ai_operation_name", "chat")],
+        );
+        if done >= 3.0 || Instant::now() > deadline {
+            break scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let token = |s: &prometheus_parse::Scrape, kind: &str| {
         value(
             s,

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::audit::new_decision_id;
 use crate::metrics::track;
-use crate::policy::input::{connect_input, Scheme};
+use crate::policy::input::Scheme;
 use crate::policy::ConnectAction;
 use crate::proxy::EgressProxy;
 use crate::reply::ProxyError;
@@ -66,10 +66,8 @@ impl FrontEnd {
     async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
         let snapshot = self.shared.snapshot.load_full();
         let destination = self.shared.destination(&snapshot, authority, Scheme::Https);
-        let decision = snapshot.decide_connect(&connect_input(
-            destination.clone(),
-            self.shared.source.clone(),
-        ));
+        let decision = snapshot.decide_connect_at(&destination, &self.shared.source_value);
+        let destination = &destination.doc;
         let decision_id = new_decision_id();
         let enforced = self.shared.enforcing();
         self.shared.metrics.count(
@@ -113,7 +111,7 @@ impl FrontEnd {
         let mut record = crate::proxy::connect_record(
             &self.shared,
             &snapshot,
-            &destination,
+            destination,
             decision.action.as_str(),
             &decision.rule,
             &decision.reason,
@@ -134,7 +132,7 @@ impl FrontEnd {
                 &snapshot.revision,
                 enforced,
             );
-            attributes.extend(crate::telemetry::destination_attributes(&destination));
+            attributes.extend(crate::telemetry::destination_attributes(destination));
             attributes.push(opentelemetry::KeyValue::new(
                 "server.address",
                 authority.host.clone(),

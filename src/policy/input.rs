@@ -12,7 +12,7 @@ use crate::listener::connect::Authority;
 use crate::llm::ParsedCall;
 
 /// How the client reached the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// Through CONNECT (TLS inside).

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use regorus::Engine;
 use serde_json::Value;
@@ -313,13 +313,7 @@ pub fn compile(
     {
         return Err(LoadError::new(Step::Compile, e.to_string()));
     }
-    Ok(Snapshot {
-        registry,
-        policy: Some(policy),
-        revision,
-        source,
-        loaded_at: SystemTime::now(),
-    })
+    Ok(Snapshot::new(registry, Some(policy), revision, source))
 }
 
 fn build_engine(

@@ -5,14 +5,18 @@ pub mod input;
 pub mod load;
 pub mod rego;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::classify::DataDoc;
 use crate::entity::Registry;
+use crate::listener::connect::Authority;
 pub use input::{ConnectInput, RequestInput};
+use input::{DestinationDoc, RequestDoc, Scheme};
 use rego::{EvalError, RegoPolicy};
 
 pub const CONNECT_RULE: &str = "data.ecluse.connect.decision";
@@ -94,18 +98,116 @@ pub struct Snapshot {
     pub revision: String,
     pub source: String,
     pub loaded_at: SystemTime,
+    /// Destination documents already built under this revision: the same
+    /// for every call to a host, so built (and converted) once.
+    destinations: Mutex<HashMap<(Authority, Scheme), Arc<Destination>>>,
 }
+
+/// A destination's policy document, and the same in regorus's form.
+#[derive(Debug)]
+pub struct Destination {
+    pub doc: DestinationDoc,
+    value: regorus::Value,
+}
+
+/// Destinations cached per revision; beyond this, the cache starts over.
+const DESTINATION_CACHE: usize = 10_000;
 
 impl Snapshot {
     /// The state before any revision could be loaded: not ready, and every
     /// call denied (never allow-all).
     pub fn unavailable(source: String) -> Snapshot {
+        Snapshot::new(Registry::embedded(), None, "none".into(), source)
+    }
+
+    pub fn new(
+        registry: Registry,
+        policy: Option<RegoPolicy>,
+        revision: String,
+        source: String,
+    ) -> Snapshot {
         Snapshot {
-            registry: Registry::embedded(),
-            policy: None,
-            revision: "none".into(),
+            registry,
+            policy,
+            revision,
             source,
             loaded_at: SystemTime::now(),
+            destinations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The destination document for `authority` reached by `scheme`.
+    pub fn destination(
+        &self,
+        authority: &Authority,
+        scheme: Scheme,
+        allowed_ports: &[u16],
+    ) -> Arc<Destination> {
+        let key = (authority.clone(), scheme);
+        let mut cache = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = cache.get(&key) {
+            return found.clone();
+        }
+        let doc = input::destination(&self.registry, authority, scheme, allowed_ports);
+        let value = rego::to_value(&doc).unwrap_or(regorus::Value::Null);
+        let built = Arc::new(Destination { doc, value });
+        if cache.len() >= DESTINATION_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, built.clone());
+        built
+    }
+
+    /// The connect-stage decision for a destination (the hot path).
+    pub fn decide_connect_at(
+        &self,
+        destination: &Destination,
+        source: &regorus::Value,
+    ) -> ConnectDecision {
+        let mut input = regorus::Value::new_object();
+        if let Ok(fields) = input.as_object_mut() {
+            fields.insert("version".into(), regorus::Value::from(1u64));
+            fields.insert("stage".into(), "connect".into());
+            fields.insert("destination".into(), destination.value.clone());
+            fields.insert("source".into(), source.clone());
+        }
+        let result = self
+            .eval_value(CONNECT_RULE, input)
+            .and_then(|v| parse_connect(&v));
+        connect_or_deny(result)
+    }
+
+    /// The request-stage decision for a call (the hot path).
+    pub fn decide_request_at(
+        &self,
+        destination: &Destination,
+        request: &RequestDoc,
+        data: &DataDoc,
+        source: &regorus::Value,
+    ) -> Decision {
+        let result = (|| {
+            let mut input = regorus::Value::new_object();
+            if let Ok(fields) = input.as_object_mut() {
+                fields.insert("version".into(), regorus::Value::from(1u64));
+                fields.insert("stage".into(), "request".into());
+                fields.insert("destination".into(), destination.value.clone());
+                fields.insert("request".into(), rego::to_value(request)?);
+                fields.insert("data".into(), rego::to_value(data)?);
+                fields.insert("source".into(), source.clone());
+            }
+            self.eval_value(EGRESS_RULE, input)
+        })()
+        .and_then(|v| parse_decision(&v));
+        match result {
+            Ok(d) => d,
+            Err(e) => Decision::fail_closed(&e),
+        }
+    }
+
+    fn eval_value(&self, rule: &str, input: regorus::Value) -> Result<Value, EvalError> {
+        match &self.policy {
+            Some(policy) => policy.eval_value(rule, input),
+            None => Err(EvalError::NotLoaded),
         }
     }
 
@@ -144,6 +246,17 @@ impl Snapshot {
             Ok(d) => d,
             Err(e) => Decision::fail_closed(&e),
         }
+    }
+}
+
+fn connect_or_deny(result: Result<ConnectDecision, EvalError>) -> ConnectDecision {
+    match result {
+        Ok(d) => d,
+        Err(e) => ConnectDecision {
+            action: ConnectAction::Deny,
+            reason: format!("denied because {e}"),
+            rule: POLICY_ERROR_RULE.to_string(),
+        },
     }
 }
 

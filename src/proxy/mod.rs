@@ -145,13 +145,19 @@ impl EgressProxy {
         )
         .await?;
         let destination = self.shared.destination(&snapshot, &authority, scheme);
-        let (call, input) = self.build_input(session.req_header(), destination, &body)?;
+        let (call, input) =
+            self.build_input(session.req_header(), destination.doc.clone(), &body)?;
         let decision_id = audit::new_decision_id();
         let enforced = self.shared.enforcing();
         let decision = {
             let tel = &self.shared.telemetry;
             let policy_span = tel.child(&ctx.span, "ecluse.policy", SpanKind::Internal);
-            let decision = snapshot.decide_request(&input);
+            let decision = snapshot.decide_request_at(
+                &destination,
+                &input.request,
+                &input.data,
+                &self.shared.source_value,
+            );
             policy_span.set(vec![
                 KeyValue::new("ecluse.rule", decision.rule.clone()),
                 KeyValue::new("ecluse.policy.revision", snapshot.revision.clone()),
@@ -281,11 +287,9 @@ impl EgressProxy {
     /// The connect-stage decision for an absolute-form plain-HTTP request;
     /// true when the request is to be inspected.
     fn decide_plain(&self, snapshot: &Snapshot, authority: &Authority) -> Result<bool, ProxyError> {
-        let destination = self.shared.destination(snapshot, authority, Scheme::Http);
-        let decision = snapshot.decide_connect(&input::connect_input(
-            destination.clone(),
-            self.shared.source.clone(),
-        ));
+        let cached = self.shared.destination(snapshot, authority, Scheme::Http);
+        let decision = snapshot.decide_connect_at(&cached, &self.shared.source_value);
+        let destination = &cached.doc;
         let decision_id = audit::new_decision_id();
         let enforced = self.shared.enforcing();
         info!(
@@ -307,7 +311,7 @@ impl EgressProxy {
         self.shared.audit.record(connect_record(
             &self.shared,
             snapshot,
-            &destination,
+            destination,
             decision.action.as_str(),
             &decision.rule,
             &decision.reason,

@@ -189,6 +189,9 @@ async fn mock_service(
         .unwrap())
 }
 
+/// The first connection error of a run, to say why a system failed.
+static FIRST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
 /// Connections the mock accepted (to see whether proxies reuse them).
 static MOCK_ACCEPTS: AtomicU64 = AtomicU64::new(0);
 
@@ -361,8 +364,10 @@ enum Route {
 #[derive(Clone)]
 struct Target {
     route: Route,
-    /// TLS server name and Host header.
+    /// TLS server name.
     host: String,
+    /// The Host header (with the port when it is not 443).
+    host_header: String,
     tls: Arc<rustls::ClientConfig>,
     headers: Vec<(&'static str, String)>,
     body: Bytes,
@@ -413,7 +418,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 
 fn request(target: &Target) -> hyper::Request<Full<Bytes>> {
     let mut builder = hyper::Request::post("/v1/chat/completions")
-        .header("host", target.host.as_str())
+        .header("host", target.host_header.as_str())
         .header("content-type", "application/json")
         .header("authorization", "Bearer sk-load-test");
     for (k, v) in &target.headers {
@@ -457,7 +462,10 @@ fn run_load(target: Target, connections: usize, duration: Duration) -> LoadResul
                     if sender.is_none() || target.new_connection_per_request {
                         sender = match open(&target).await {
                             Ok(io) => handshake(io).await.ok(),
-                            Err(_) => None,
+                            Err(e) => {
+                                FIRST_ERROR.lock().unwrap().get_or_insert_with(|| e.to_string());
+                                None
+                            }
                         };
                         if sender.is_none() {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -468,9 +476,18 @@ fn run_load(target: Target, connections: usize, duration: Duration) -> LoadResul
                     let s = sender.as_mut().unwrap();
                     let ok = match s.send_request(request(&target)).await {
                         Ok(resp) => {
-                            resp.status() == 200 && resp.into_body().collect().await.is_ok()
+                            let status = resp.status();
+                            let body = resp.into_body().collect().await;
+                            if status != 200 {
+                                let text = body.map(|b| String::from_utf8_lossy(&b.to_bytes()).chars().collect::<String>()).unwrap_or_default(); let text = text.find("ERR_").map(|i| text[i..].chars().take(160).collect::<String>()).unwrap_or_else(|| text.chars().take(300).collect());
+                                FIRST_ERROR.lock().unwrap().get_or_insert_with(|| format!("status {status}: {text}"));
+                            }
+                            status == 200
                         }
-                        Err(_) => false,
+                        Err(e) => {
+                            FIRST_ERROR.lock().unwrap().get_or_insert_with(|| e.to_string());
+                            false
+                        }
                     };
                     if ok {
                         local.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -609,6 +626,7 @@ fn main() {
     let base = |route: Route, host: &str, tls: Arc<rustls::ClientConfig>| Target {
         route,
         host: host.to_string(),
+        host_header: host.to_string(),
         tls,
         headers: Vec::new(),
         body: Bytes::from_static(SMALL_CHAT.as_bytes()),
@@ -849,6 +867,7 @@ mod peers {
                     authority: format!("localhost:{}", mock.port()),
                 },
                 host: "localhost".into(),
+                host_header: format!("localhost:{}", mock.port()),
                 tls,
                 headers: Vec::new(),
                 body: direct.body.clone(),
@@ -865,6 +884,19 @@ mod peers {
                 let result = run_load(t, connections, o.duration);
                 let after = proc_usage(peer.pid());
                 let r = row(scenario, &peer.name, &result, Some((before, after)));
+                if let Some(e) = FIRST_ERROR.lock().unwrap().take() {
+                    eprintln!("{}: first connection error: {e}", peer.name);
+                }
+                if r.errors > 0 && result.requests == 0 {
+                    let log = std::fs::read_to_string(peer._dir.path().join("cache.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains("rror") || l.contains("fail") || l.contains("FwdState") || l.contains("certificate") || l.contains("refused"))
+                        .rev()
+                        .take(8)
+                        .collect();
+                    eprintln!("{} failed every request; its log ends with:\n{}", peer.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                }
                 eprintln!(
                     "{scenario:<28} {:<8} {:>8.0} req/s  p50 {:>6.0} µs  errors {}",
                     peer.name, r.rps, r.p50, r.errors

@@ -463,7 +463,10 @@ fn run_load(target: Target, connections: usize, duration: Duration) -> LoadResul
                         sender = match open(&target).await {
                             Ok(io) => handshake(io).await.ok(),
                             Err(e) => {
-                                FIRST_ERROR.lock().unwrap().get_or_insert_with(|| e.to_string());
+                                FIRST_ERROR
+                                    .lock()
+                                    .unwrap()
+                                    .get_or_insert_with(|| e.to_string());
                                 None
                             }
                         };
@@ -479,13 +482,29 @@ fn run_load(target: Target, connections: usize, duration: Duration) -> LoadResul
                             let status = resp.status();
                             let body = resp.into_body().collect().await;
                             if status != 200 {
-                                let text = body.map(|b| String::from_utf8_lossy(&b.to_bytes()).chars().collect::<String>()).unwrap_or_default(); let text = text.find("ERR_").map(|i| text[i..].chars().take(160).collect::<String>()).unwrap_or_else(|| text.chars().take(300).collect());
-                                FIRST_ERROR.lock().unwrap().get_or_insert_with(|| format!("status {status}: {text}"));
+                                let text = body
+                                    .map(|b| {
+                                        String::from_utf8_lossy(&b.to_bytes())
+                                            .chars()
+                                            .collect::<String>()
+                                    })
+                                    .unwrap_or_default();
+                                let text = text
+                                    .find("ERR_")
+                                    .map(|i| text[i..].chars().take(160).collect::<String>())
+                                    .unwrap_or_else(|| text.chars().take(300).collect());
+                                FIRST_ERROR
+                                    .lock()
+                                    .unwrap()
+                                    .get_or_insert_with(|| format!("status {status}: {text}"));
                             }
                             status == 200
                         }
                         Err(e) => {
-                            FIRST_ERROR.lock().unwrap().get_or_insert_with(|| e.to_string());
+                            FIRST_ERROR
+                                .lock()
+                                .unwrap()
+                                .get_or_insert_with(|| e.to_string());
                             false
                         }
                     };
@@ -888,14 +907,25 @@ mod peers {
                     eprintln!("{}: first connection error: {e}", peer.name);
                 }
                 if r.errors > 0 && result.requests == 0 {
-                    let log = std::fs::read_to_string(peer._dir.path().join("cache.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(peer._dir.path().join("cache.log"))
+                        .unwrap_or_default();
                     let tail: Vec<&str> = log
                         .lines()
-                        .filter(|l| l.contains("rror") || l.contains("fail") || l.contains("FwdState") || l.contains("certificate") || l.contains("refused"))
+                        .filter(|l| {
+                            l.contains("rror")
+                                || l.contains("fail")
+                                || l.contains("FwdState")
+                                || l.contains("certificate")
+                                || l.contains("refused")
+                        })
                         .rev()
                         .take(8)
                         .collect();
-                    eprintln!("{} failed every request; its log ends with:\n{}", peer.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                    eprintln!(
+                        "{} failed every request; its log ends with:\n{}",
+                        peer.name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
                 }
                 eprintln!(
                     "{scenario:<28} {:<8} {:>8.0} req/s  p50 {:>6.0} µs  errors {}",

@@ -44,11 +44,12 @@ pub fn load_ca(config: &Config) -> Result<CertificateAuthority, CaError> {
     // A configured CA (a mounted secret) is never created: a missing file
     // there is a deployment error, not a first start.
     let create = config.ca.cert_file.is_none();
-    CertificateAuthority::load_or_create(
+    CertificateAuthority::load_or_create_with(
         &config.ca_cert_path(),
         &config.ca_key_path(),
         create,
         config.ca.leaf_validity.unwrap_or(ca::DEFAULT_LEAF_VALIDITY),
+        config.ca.allow_group_readable_key && config.ca.key_file.is_some(),
     )
 }
 

@@ -31,7 +31,8 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Do not fetch a Git policy source (check its local settings only).
+        /// Check the configuration alone: do not fetch a Git policy source nor
+        /// look for files mounted at run time (secrets, a mounted CA).
         #[arg(long)]
         offline: bool,
     },
@@ -250,16 +251,21 @@ fn check(path: Option<&Path>, offline: bool) -> ExitCode {
             Err(e) => return report(vec![e.to_string()]),
         },
     };
+    // Offline, files that are mounted at run time (secrets, a cert-manager
+    // CA) are not looked for: the check is of the configuration itself.
+    let mounted_ca = config.ca.cert_file.is_some();
     let (cert, key) = (config.ca_cert_path(), config.ca_key_path());
-    if cert.exists() || key.exists() || config.ca.cert_file.is_some() {
+    if !(offline && mounted_ca) && (cert.exists() || key.exists() || mounted_ca) {
         if let Err(e) = app::load_ca(&config).map(|_| ()) {
             problems.push(format!("CA: {e}"));
         }
     }
     match crate::route::targets_from_config(&config.targets) {
         Ok(targets) => {
-            problems.extend(crate::route::check_key_files(&targets));
-            if let Some(git) = &config.policy.git {
+            if !offline {
+                problems.extend(crate::route::check_key_files(&targets));
+            }
+            if let Some(git) = config.policy.git.as_ref().filter(|_| !offline) {
                 for (what, file) in [
                     ("token_file", &git.token_file),
                     ("ssh_key_file", &git.ssh_key_file),

@@ -94,6 +94,9 @@ pub struct CaConfig {
     pub leaf_validity: Option<Duration>,
     /// Leaf certificates kept in memory (distinct hosts).
     pub leaf_cache_size: Option<usize>,
+    /// Accept a `key_file` its group may read: a Kubernetes secret mounted
+    /// with an `fsGroup` is group-readable by construction.
+    pub allow_group_readable_key: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

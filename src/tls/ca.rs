@@ -29,7 +29,8 @@ pub enum CaError {
     /// The key file can be read by other users: the CA would be theirs too.
     #[error(
         "CA key file {path} is readable by group or others (mode {mode:04o}); \
-         run `chmod 600 {path}` (for a Kubernetes secret volume set defaultMode: 0400)"
+         run `chmod 600 {path}` (for a Kubernetes secret mounted with an fsGroup, set \
+         ca.allow_group_readable_key)"
     )]
     KeyTooOpen { path: PathBuf, mode: u32 },
     /// Only one of the two files exists.
@@ -74,8 +75,24 @@ impl CertificateAuthority {
         create: bool,
         leaf_validity: Duration,
     ) -> Result<CertificateAuthority, CaError> {
+        Self::load_or_create_with(cert_path, key_path, create, leaf_validity, false)
+    }
+
+    /// As [`Self::load_or_create`]; `allow_group_readable` accepts a key
+    /// the file's group may read (a Kubernetes secret mounted with an
+    /// `fsGroup`), never one others may read.
+    pub fn load_or_create_with(
+        cert_path: &Path,
+        key_path: &Path,
+        create: bool,
+        leaf_validity: Duration,
+        allow_group_readable: bool,
+    ) -> Result<CertificateAuthority, CaError> {
         match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Self::load(cert_path, key_path, leaf_validity),
+            (true, true) => {
+                check_key_mode(key_path, allow_group_readable)?;
+                Self::load_checked(cert_path, key_path, leaf_validity)
+            }
             (false, false) if create => {
                 Self::create_files(cert_path, key_path)?;
                 Self::load(cert_path, key_path, leaf_validity)
@@ -143,12 +160,22 @@ impl CertificateAuthority {
         Ok(())
     }
 
+    /// Loads the CA; the key's mode is checked by the caller
+    /// ([`Self::load_or_create_with`]) or here with the strict rule.
     pub fn load(
         cert_path: &Path,
         key_path: &Path,
         leaf_validity: Duration,
     ) -> Result<CertificateAuthority, CaError> {
-        check_key_mode(key_path)?;
+        check_key_mode(key_path, true)?;
+        Self::load_checked(cert_path, key_path, leaf_validity)
+    }
+
+    fn load_checked(
+        cert_path: &Path,
+        key_path: &Path,
+        leaf_validity: Duration,
+    ) -> Result<CertificateAuthority, CaError> {
         let key_pem = fs::read_to_string(key_path).map_err(|source| CaError::Io {
             action: "reading",
             path: key_path.to_owned(),
@@ -262,8 +289,9 @@ impl CertificateAuthority {
     }
 }
 
-/// Refuses a key file that group or others can read (SECURITY #19).
-pub fn check_key_mode(path: &Path) -> Result<(), CaError> {
+/// Refuses a key file that others (and, unless allowed, the group) can
+/// read (SECURITY #19).
+pub fn check_key_mode(path: &Path, allow_group_readable: bool) -> Result<(), CaError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -273,7 +301,8 @@ pub fn check_key_mode(path: &Path) -> Result<(), CaError> {
             source,
         })?;
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let forbidden = if allow_group_readable { 0o007 } else { 0o077 };
+        if mode & forbidden != 0 {
             return Err(CaError::KeyTooOpen {
                 path: path.to_owned(),
                 mode,

@@ -1,0 +1,18 @@
+// An unmodified OpenAI SDK app on Node.js >= 22.14 (or 20.19): the proxy
+// variables are honoured by fetch only with NODE_USE_ENV_PROXY=1.
+//
+//   NODE_USE_ENV_PROXY=1
+//   HTTPS_PROXY=http://127.0.0.1:3128
+//   NO_PROXY=localhost,127.0.0.1,.svc,.cluster.local
+//   NODE_EXTRA_CA_CERTS=/etc/ecluse-ca/ca.pem   # added to Node's own roots
+//   OPENAI_API_KEY=...
+import OpenAI from "openai";
+
+const client = new OpenAI({
+  defaultHeaders: { "x-data-classification": process.env.DATA_CLASSIFICATION ?? "internal" },
+});
+const answer = await client.chat.completions.create({
+  model: "gpt-4o-mini",
+  messages: [{ role: "user", content: process.argv.slice(2).join(" ") || "Say hello." }],
+});
+console.log(answer.choices[0].message.content);

@@ -200,7 +200,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "ecluse proxy".to_string(),
         FrontEnd::new(shared.clone(), proxy),
     );
-    front.add_tcp(&config.listen.to_string());
+    // pingora's default 64 KiB read buffer per client connection would be
+    // most of an idle connection's memory; one TLS record (16 KiB) is what
+    // the TLS layer reads at a time anyway.
+    front.add_listener(
+        pingora_core::listeners::ListenerConfig::tcp(config.listen.to_string()).l4_buffer(
+            pingora_core::listeners::L4BufferSettings::new(16 * 1024, 1460),
+        ),
+    );
     let mut admin = Service::new("ecluse admin".to_string(), Admin::new(shared.clone()));
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);

@@ -313,7 +313,33 @@ pub fn compile(
     {
         return Err(LoadError::new(Step::Compile, e.to_string()));
     }
-    Ok(Snapshot::new(registry, Some(policy), revision, source))
+    let snapshot = Snapshot::new(registry, Some(policy), revision, source);
+    Ok(if is_time_or_random_dependent(&files.modules) {
+        snapshot.without_connect_cache()
+    } else {
+        snapshot
+    })
+}
+
+/// Builtins whose answer is not a function of the input and data. Rego
+/// cannot alias a builtin, so a module that calls one names it; a mention
+/// in a comment only costs the cache.
+const NONDETERMINISTIC_BUILTINS: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "http.send",
+    "opa.runtime",
+];
+
+/// Whether a decision of these modules may differ between two calls with
+/// the same input (so it must not be remembered).
+pub fn is_time_or_random_dependent(modules: &[(String, String)]) -> bool {
+    modules.iter().any(|(_, text)| {
+        NONDETERMINISTIC_BUILTINS
+            .iter()
+            .any(|builtin| text.contains(builtin))
+    })
 }
 
 fn build_engine(
@@ -446,6 +472,40 @@ mod tests {
         let text = "package ecluse.x_test\n\ntest_a if { true }\ntest_b if {\n}\n  test_not_top if { true }\nhelper := 1\ntest_a if { false }\n";
         assert_eq!(package_of(text).unwrap(), "ecluse.x_test");
         assert_eq!(test_rule_names(text), vec!["test_a", "test_b"]);
+    }
+
+    fn compiled(files: &PolicyFiles) -> Snapshot {
+        let targets = BTreeMap::new();
+        let context = Context {
+            targets: &targets,
+            timeout: Duration::from_millis(500),
+        };
+        compile(files, &context, "test".into(), "test".into()).unwrap()
+    }
+
+    fn connect_is_remembered(snapshot: &Snapshot) -> bool {
+        let authority = crate::listener::connect::Authority::new("api.openai.com", 443);
+        let destination =
+            snapshot.destination(&authority, super::super::input::Scheme::Https, &[443]);
+        let source = regorus::Value::new_object();
+        let first = snapshot.decide_connect_at(&destination, &source);
+        let second = snapshot.decide_connect_at(&destination, &source);
+        assert_eq!(first, second);
+        destination.connect.get().is_some()
+    }
+
+    #[test]
+    fn connect_decisions_are_remembered_only_for_input_only_policies() {
+        let mut files = PolicyFiles::embedded();
+        assert!(!is_time_or_random_dependent(&files.modules));
+        assert!(connect_is_remembered(&compiled(&files)));
+
+        files.add(
+            "clock.rego",
+            "package ecluse.clock\n\nstarted_ns := time.now_ns()\n".into(),
+        );
+        assert!(is_time_or_random_dependent(&files.modules));
+        assert!(!connect_is_remembered(&compiled(&files)));
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct Snapshot {
     /// Destination documents already built under this revision: the same
     /// for every call to a host, so built (and converted) once.
     destinations: Mutex<HashMap<(Authority, Scheme), Arc<Destination>>>,
+    /// Whether a destination's connect decision may be kept for the
+    /// revision: not when the policy reads the clock or randomness, whose
+    /// answers change between calls with the same input.
+    connect_cacheable: bool,
 }
 
 /// A destination's policy document, and the same in regorus's form.
@@ -108,6 +112,10 @@ pub struct Snapshot {
 pub struct Destination {
     pub doc: DestinationDoc,
     value: regorus::Value,
+    /// The connect decision: its input is this destination and the
+    /// process's `source`, both fixed for the revision, so it is computed
+    /// once. A failed evaluation is not kept.
+    connect: std::sync::OnceLock<ConnectDecision>,
 }
 
 /// Destinations cached per revision; beyond this, the cache starts over.
@@ -133,7 +141,15 @@ impl Snapshot {
             source,
             loaded_at: SystemTime::now(),
             destinations: Mutex::new(HashMap::new()),
+            connect_cacheable: true,
         }
+    }
+
+    /// Marks the revision's decisions as depending on more than their
+    /// input (see [`load::is_time_or_random_dependent`]).
+    pub fn without_connect_cache(mut self) -> Snapshot {
+        self.connect_cacheable = false;
+        self
     }
 
     /// The destination document for `authority` reached by `scheme`.
@@ -150,7 +166,11 @@ impl Snapshot {
         }
         let doc = input::destination(&self.registry, authority, scheme, allowed_ports);
         let value = rego::to_value(&doc).unwrap_or(regorus::Value::Null);
-        let built = Arc::new(Destination { doc, value });
+        let built = Arc::new(Destination {
+            doc,
+            value,
+            connect: std::sync::OnceLock::new(),
+        });
         if cache.len() >= DESTINATION_CACHE {
             cache.clear();
         }
@@ -158,8 +178,24 @@ impl Snapshot {
         built
     }
 
-    /// The connect-stage decision for a destination (the hot path).
+    /// The connect-stage decision for a destination (the hot path);
+    /// `source` must be the process's, the same at every call.
     pub fn decide_connect_at(
+        &self,
+        destination: &Destination,
+        source: &regorus::Value,
+    ) -> ConnectDecision {
+        if let Some(known) = destination.connect.get() {
+            return known.clone();
+        }
+        let decision = self.evaluate_connect(destination, source);
+        if self.connect_cacheable && decision.rule != POLICY_ERROR_RULE {
+            let _ = destination.connect.set(decision.clone());
+        }
+        decision
+    }
+
+    fn evaluate_connect(
         &self,
         destination: &Destination,
         source: &regorus::Value,

@@ -128,7 +128,25 @@ fn policy_evaluation(c: &mut Criterion) {
     let authority = Authority::new("api.openai.com", 443);
     // As the proxy does it: the destination document comes from the
     // revision's cache; the request and data parts are built per call.
+    // First input building and evaluation alone (parsing and the PII scan
+    // have their own benches), then the whole decision step of a call.
+    let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
+    let mut scanned = ecluse::classify::declared(Some(b"internal"), None).unwrap();
+    scanned.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
     c.bench_function("policy_input_and_eval_default", |b| {
+        b.iter(|| {
+            let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
+            let request = input::request_doc(
+                "POST",
+                "/v1/chat/completions",
+                headers.iter().copied(),
+                body.len(),
+                &call,
+            );
+            black_box(snapshot.decide_request_at(&destination, &request, &scanned, &source))
+        })
+    });
+    c.bench_function("decide_call_parse_scan_input_eval", |b| {
         b.iter(|| {
             let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
             let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);

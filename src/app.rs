@@ -200,13 +200,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "ecluse proxy".to_string(),
         FrontEnd::new(shared.clone(), proxy),
     );
-    // pingora's default 64 KiB read buffer per client connection would be
-    // most of an idle connection's memory; one TLS record (16 KiB) is what
-    // the TLS layer reads at a time anyway.
+    // No L4 read buffer: every reader above the socket (the CONNECT head
+    // reader, rustls, pingora's HTTP session, the tunnel relay) buffers on
+    // its own, so pingora's default 64 KiB one per connection would only
+    // copy bytes twice and dominate an idle connection's memory.
     front.add_listener(
-        pingora_core::listeners::ListenerConfig::tcp(config.listen.to_string()).l4_buffer(
-            pingora_core::listeners::L4BufferSettings::new(16 * 1024, 1460),
-        ),
+        pingora_core::listeners::ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(pingora_core::listeners::L4BufferSettings::new(0, 1460)),
     );
     let mut admin = Service::new("ecluse admin".to_string(), Admin::new(shared.clone()));
     admin.add_tcp(&config.admin_listen.to_string());

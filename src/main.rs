@@ -1,8 +1,9 @@
 #![forbid(unsafe_code)]
 
 /// The policy interpreter and the HTTP stack allocate many small objects
-/// per call; mimalloc serves them markedly faster than the system allocator
-/// (see the load bench in the README).
+/// per call; mimalloc serves them faster than the system allocator, at a
+/// cost in resident memory (see Performance in the README).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -239,9 +239,9 @@ impl FrontEnd {
         let (config, witness) = crate::tls::connection_config(host_config);
         let acceptor = Acceptor::from_server_config(config);
         let handshake_timeout = self.shared.config.timeouts.tls_handshake;
-        let tls = match tokio::time::timeout(handshake_timeout, acceptor.tls_handshake(stream))
-            .await
-        {
+        drop(early);
+        let handshake = Box::pin(acceptor.tls_handshake(stream));
+        let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 metrics
@@ -291,13 +291,16 @@ impl ServerApp for FrontEnd {
             return None;
         }
         let limits = &self.shared.config.limits;
+        // The steps before the connection settles are boxed: a future is as
+        // large as its largest step, and this one stays allocated for the
+        // whole life of every (mostly idle) connection.
         let read = tokio::time::timeout(
             self.shared.config.timeouts.header_read,
-            read_head(
+            Box::pin(read_head(
                 &mut stream,
                 limits.max_header_bytes,
                 limits.max_header_count,
-            ),
+            )),
         )
         .await;
         let (head, mut buf) = match read {
@@ -322,7 +325,8 @@ impl ServerApp for FrontEnd {
             }
             Head::Connect { authority, len } => {
                 let early = buf.split_off(len);
-                match self.plan_connect(&authority).await {
+                drop(buf);
+                match Box::pin(self.plan_connect(&authority)).await {
                     Err(e) => {
                         metrics.count("ecluse_errors_total", &[("code", e.code())]);
                         info!("CONNECT {authority} refused: {e}");

@@ -110,13 +110,13 @@ fn policy_evaluation(c: &mut Criterion) {
         targets: &targets,
         timeout: std::time::Duration::from_millis(50),
     };
-    let snapshot = load::compile(
-        &PolicyFiles::embedded(),
-        &context,
-        "bench".into(),
-        "bench".into(),
-    )
-    .unwrap();
+    // ECLUSE_BENCH_POLICY_DIR times a policy directory of your own instead
+    // of the embedded defaults.
+    let files = match std::env::var_os("ECLUSE_BENCH_POLICY_DIR") {
+        Some(dir) => PolicyFiles::read_dir(std::path::Path::new(&dir)).unwrap(),
+        None => PolicyFiles::embedded(),
+    };
+    let snapshot = load::compile(&files, &context, "bench".into(), "bench".into()).unwrap();
     let body = serde_json::to_vec(&prompt_with_pii(512)).unwrap();
     let headers: Vec<(&str, &[u8])> = vec![
         ("content-type", b"application/json"),
@@ -130,36 +130,31 @@ fn policy_evaluation(c: &mut Criterion) {
     // revision's cache; the request and data parts are built per call.
     // First input building and evaluation alone (parsing and the PII scan
     // have their own benches), then the whole decision step of a call.
-    let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
-    let mut scanned = ecluse::classify::declared(Some(b"internal"), None).unwrap();
-    scanned.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
+    let parse_and_scan = || {
+        let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
+        let mut data = ecluse::classify::declared(Some(b"internal"), None).unwrap();
+        data.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
+        (call, data)
+    };
+    let input_and_eval = |call: &ecluse::llm::ParsedCall, data: &ecluse::classify::DataDoc| {
+        let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
+        let request = input::request_doc(
+            "POST",
+            "/v1/chat/completions",
+            headers.iter().copied(),
+            body.len(),
+            call,
+        );
+        snapshot.decide_request_at(&destination, &request, data, &source)
+    };
+    let (call, data) = parse_and_scan();
     c.bench_function("policy_input_and_eval_default", |b| {
-        b.iter(|| {
-            let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
-            let request = input::request_doc(
-                "POST",
-                "/v1/chat/completions",
-                headers.iter().copied(),
-                body.len(),
-                &call,
-            );
-            black_box(snapshot.decide_request_at(&destination, &request, &scanned, &source))
-        })
+        b.iter(|| black_box(input_and_eval(&call, &data)))
     });
     c.bench_function("decide_call_parse_scan_input_eval", |b| {
         b.iter(|| {
-            let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
-            let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
-            let mut data = ecluse::classify::declared(Some(b"internal"), None).unwrap();
-            data.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
-            let request = input::request_doc(
-                "POST",
-                "/v1/chat/completions",
-                headers.iter().copied(),
-                body.len(),
-                &call,
-            );
-            black_box(snapshot.decide_request_at(&destination, &request, &data, &source))
+            let (call, data) = parse_and_scan();
+            black_box(input_and_eval(&call, &data))
         })
     });
     c.bench_function("policy_eval_connect", |b| {

@@ -260,10 +260,7 @@ fn policy_test_and_eval_commands() {
 
     // A failing test makes the command fail and names the test.
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        dir.path(),
-    );
+    copy_default_policies(dir.path());
     std::fs::write(
         dir.path().join("broken_test.rego"),
         "package ecluse.broken_test\n\ntest_wrong if {\n\t1 == 2\n}\n",
@@ -297,19 +294,6 @@ fn policy_test_and_eval_commands() {
     let decision: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(decision["allowed"], false);
     assert_eq!(decision["rule"], "egress.personal_data_cloud_act");
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 async fn openai_mock(pki: &TestPki) -> MockUpstream {
@@ -514,10 +498,7 @@ async fn unregistered_llm_apis_are_denied_before_tls_with_a_decision_id() {
 async fn a_policy_directory_with_a_syntax_error_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
-    copy_dir(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &policies,
-    );
+    copy_default_policies(&policies);
     std::fs::write(
         policies.join("egress.rego"),
         "package ecluse.egress\ndecision := {\n",

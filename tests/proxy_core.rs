@@ -533,6 +533,53 @@ async fn misdirected_host_inside_a_tunnel_is_421() {
     assert!(s.openai.recorded().is_empty());
 }
 
+/// Some clients send their TLS ClientHello right behind the CONNECT head,
+/// before the 200: those bytes must reach the TLS handshake, not be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_sent_with_the_connect_head_is_not_lost() {
+    use std::io::{Read, Write};
+    let s = setup("").await;
+    let config = client_config(&[s.proxy.ca_path()], &[b"http/1.1"]);
+    let listen = s.proxy.listen;
+    let answer = tokio::task::spawn_blocking(move || {
+        let name = rustls::pki_types::ServerName::try_from("api.openai.com").unwrap();
+        let mut tls = rustls::ClientConnection::new(config, name).unwrap();
+        let mut first =
+            b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n".to_vec();
+        tls.write_tls(&mut first).unwrap();
+        let mut tcp = std::net::TcpStream::connect(listen).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Head and ClientHello in one write, so they arrive together.
+        tcp.write_all(&first).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut stream = rustls::StreamOwned::new(tls, tcp);
+        let body = r#"{"model":"gpt-4o","messages":[]}"#;
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = stream.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(s.openai.recorded().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_differing_from_connect_is_refused() {
     let s = setup("").await;

@@ -44,10 +44,7 @@ impl PolicyRepo {
     fn new() -> PolicyRepo {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "--quiet", "-b", "main"]);
-        copy_dir(
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-            &dir.path().join("policies"),
-        );
+        copy_default_policies(&dir.path().join("policies"));
         let repo = PolicyRepo { dir };
         repo.commit_all("initial policies", &[]);
         repo
@@ -84,19 +81,6 @@ impl PolicyRepo {
 
     fn head(&self) -> String {
         git(self.path(), &["rev-parse", "HEAD"])
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 
@@ -450,10 +434,7 @@ async fn an_unreachable_remote_at_start_serves_the_persisted_revision_or_is_not_
 async fn a_directory_is_followed_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
-    copy_dir(
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &policies,
-    );
+    copy_default_policies(&policies);
     let env = start(
         &format!(
             "policy: {{ dir: {}, poll_interval: 200ms }}\n",
@@ -479,10 +460,7 @@ async fn a_directory_is_followed_without_restart() {
 async fn fifty_swaps_under_load_fail_no_call() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
-    copy_dir(
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &policies,
-    );
+    copy_default_policies(&policies);
     let env = start(
         &format!(
             "policy: {{ dir: {}, poll_interval: 1h }}\n",

@@ -187,33 +187,13 @@ impl EgressProxy {
         );
 
         let mut response_headers = vec![("x-ecluse-decision-id", decision_id.clone())];
-        if !enforced {
-            // Report mode: the decision is on record; the call goes as sent.
+        // Report mode puts the decision on record and sends the call as it
+        // came; enforced, a deny stops here and an allow goes as sent or
+        // rerouted.
+        let route = if !enforced {
             ctx.action = "report";
-            let header = self.original_header(
-                session,
-                &authority,
-                default_port,
-                &body,
-                &Default::default(),
-            )?;
-            return self
-                .deliver(
-                    session,
-                    ctx,
-                    Delivery {
-                        authority,
-                        resolved,
-                        tls: scheme == Scheme::Https,
-                        header,
-                        body,
-                        response_headers,
-                        rerouted: false,
-                    },
-                )
-                .await;
-        }
-        if !decision.allowed {
+            None
+        } else if !decision.allowed {
             ctx.action = "deny";
             ctx.error_type = Some("policy_denied");
             return Err(ProxyError::Denied {
@@ -222,16 +202,24 @@ impl EgressProxy {
                 status: decision.http_status,
                 decision_id: Some(decision_id),
             });
-        }
-        match &decision.route {
+        } else {
+            decision.route.as_ref()
+        };
+        match route {
             None => {
-                ctx.action = "allow";
+                let no_headers = std::collections::BTreeMap::new();
+                let decision_headers = if enforced {
+                    ctx.action = "allow";
+                    &decision.headers
+                } else {
+                    &no_headers
+                };
                 let header = self.original_header(
                     session,
                     &authority,
                     default_port,
                     &body,
-                    &decision.headers,
+                    decision_headers,
                 )?;
                 self.deliver(
                     session,

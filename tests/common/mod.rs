@@ -661,3 +661,25 @@ pub fn openai_handler() -> Handler {
         }
     })
 }
+
+/// Copies a directory tree (policies, persisted state) for a test to edit.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of the repository's default policies at `to`.
+pub fn copy_default_policies(to: &std::path::Path) {
+    copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+        to,
+    );
+}

@@ -41,18 +41,7 @@ fn every_example_yaml_parses_and_every_ecluse_config_checks() {
             .is_some_and(|n| n.to_string_lossy().starts_with("ecluse"))
             || path.parent().is_some_and(|p| p.ends_with("examples"));
         if is_ecluse_config {
-            let out = Command::new(ecluse_bin())
-                .args(["check", "--offline", "--config"])
-                .arg(path)
-                .current_dir(root())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stdout)
-            );
+            assert_config_checks(path);
         }
     }
 }

@@ -683,3 +683,19 @@ pub fn copy_default_policies(to: &std::path::Path) {
         to,
     );
 }
+
+/// Asserts that `ecluse check --offline` accepts the config at `path`.
+pub fn assert_config_checks(path: &std::path::Path) {
+    let out = std::process::Command::new(ecluse_bin())
+        .args(["check", "--offline", "--config"])
+        .arg(path)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

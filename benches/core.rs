@@ -105,7 +105,20 @@ fn policy_evaluation(c: &mut Criterion) {
     use ecluse::listener::connect::Authority;
     use ecluse::policy::input::{self, Scheme, SourceDoc};
     use ecluse::policy::load::{self, Context, PolicyFiles};
-    let targets = Default::default();
+    // A mistral target, so that personal data to OpenAI is rerouted as in
+    // the README's set-up.
+    let mistral = ecluse::route::Target::from_config(
+        "mistral",
+        &ecluse::config::TargetConfig {
+            base_url: "https://api.mistral.ai/v1".into(),
+            api_key_file: None,
+            models: Default::default(),
+            headers: Default::default(),
+            api: None,
+        },
+    )
+    .unwrap();
+    let targets = [("mistral".to_string(), mistral)].into_iter().collect();
     let context = Context {
         targets: &targets,
         timeout: std::time::Duration::from_millis(50),
@@ -150,6 +163,15 @@ fn policy_evaluation(c: &mut Criterion) {
     let (call, data) = parse_and_scan();
     c.bench_function("policy_input_and_eval_default", |b| {
         b.iter(|| black_box(input_and_eval(&call, &data)))
+    });
+    let mut personal = data.clone();
+    personal.classification = Some("personal".into());
+    c.bench_function("policy_input_and_eval_reroute", |b| {
+        b.iter(|| {
+            let decision = input_and_eval(&call, &personal);
+            assert!(decision.route.is_some(), "{}", decision.reason);
+            black_box(decision)
+        })
     });
     c.bench_function("decide_call_parse_scan_input_eval", |b| {
         b.iter(|| {

@@ -12,13 +12,16 @@
 # Where a rule refuses a destination, the call is rerouted to the target that
 # settings.reroute names when that target is configured, serves the operation
 # and satisfies the rule; otherwise it is denied with the reason.
+#
+# Every call runs this file, so it is written for regorus's interpreter, in
+# which each rule reference and function call costs a lookup per call: the
+# rules read input.destination directly rather than through aliases, test
+# the classification against a set literal rather than a helper rule, and
+# write the allow decision out rather than call lib.allow. Together these
+# took the decision from 65 to about 34 µs (README, "Performance").
 package ecluse.egress
 
 import data.ecluse.lib
-
-dest := input.destination
-
-entity := input.destination.entity
 
 # The declared classification wins; undeclared text in which the scan found
 # personal data counts as personal.
@@ -28,91 +31,90 @@ classification := input.data.classification if {
 	lib.pii_found
 } else := data.settings.default_classification
 
-sensitive := classification in {"personal", "confidential"}
-
 decision := lib.deny(
 	"egress.unregistered_destination",
-	sprintf("%s has no entity registry entry: its legal entity is unknown", [dest.host]),
+	sprintf("%s has no entity registry entry: its legal entity is unknown", [input.destination.host]),
 ) if {
-	dest.provider == null
+	input.destination.provider == null
 } else := special_category if {
 	classification == "special-category"
-	not dest.in_cluster
+	not input.destination.in_cluster
 } else := cloud_act if {
-	sensitive
-	not dest.in_cluster
-	entity.cloud_act
+	classification in {"personal", "confidential"}
+	not input.destination.in_cluster
+	input.destination.entity.cloud_act
 } else := no_adequacy if {
-	sensitive
-	not dest.in_cluster
-	not lib.adequate(entity)
+	classification in {"personal", "confidential"}
+	not input.destination.in_cluster
+	not lib.adequate(input.destination.entity)
 } else := zero_retention if {
 	input.data.retention == "zero"
-	not dest.in_cluster
-	not dest.retention.zero_retention_available
+	not input.destination.in_cluster
+	not input.destination.retention.zero_retention_available
 } else := retention_limit if {
 	input.data.retention != "zero"
 	input.data.retention_max_seconds != null
-	not dest.in_cluster
+	not input.destination.in_cluster
 	not within_retention(input.data.retention_max_seconds)
-} else := lib.allow(
-	"egress.allowed",
-	sprintf("%s data may go to %s (%s)", [classification, entity.name, entity.jurisdiction]),
-)
+} else := {
+	"allowed": true, "rule": "egress.allowed",
+	"reason": sprintf("%s data may go to %s (%s)", [classification, input.destination.entity.name, input.destination.entity.jurisdiction]),
+	"http_status": 200, "route": null, "headers": {},
+}
 
 special_category := lib.reroute(
 	"egress.special_category_in_cluster",
-	sprintf("special-category data stays in-cluster: rerouted from %s to target %s", [entity.name, target]),
+	sprintf("special-category data stays in-cluster: rerouted from %s to target %s", [input.destination.entity.name, target]),
 	target,
 ) if {
 	target := reroute_target("special-category")
 } else := lib.deny(
 	"egress.special_category_in_cluster",
-	sprintf("special-category data may only reach in-cluster models, not %s (%s)", [entity.name, entity.jurisdiction]),
+	sprintf("special-category data may only reach in-cluster models, not %s (%s)", [input.destination.entity.name, input.destination.entity.jurisdiction]),
 )
 
 cloud_act := lib.reroute(
 	"egress.personal_data_cloud_act",
-	sprintf("%s data may not reach %s, a %s entity within US CLOUD Act reach: rerouted to target %s", [classification, entity.name, entity.jurisdiction, target]),
+	sprintf("%s data may not reach %s, a %s entity within US CLOUD Act reach: rerouted to target %s", [classification, input.destination.entity.name, input.destination.entity.jurisdiction, target]),
 	target,
 ) if {
 	target := reroute_target(classification)
 } else := lib.deny(
 	"egress.personal_data_cloud_act",
-	sprintf("%s data may not reach %s, a %s entity within US CLOUD Act reach, and no EU target is configured for %s calls", [classification, entity.name, entity.jurisdiction, operation]),
+	sprintf("%s data may not reach %s, a %s entity within US CLOUD Act reach, and no EU target is configured for %s calls", [classification, input.destination.entity.name, input.destination.entity.jurisdiction, operation]),
 )
 
 no_adequacy := lib.reroute(
 	"egress.personal_data_adequacy",
-	sprintf("%s data may not reach %s (%s): not an EEA processor and no adequacy decision; rerouted to target %s", [classification, entity.name, entity.jurisdiction, target]),
+	sprintf("%s data may not reach %s (%s): not an EEA processor and no adequacy decision; rerouted to target %s", [classification, input.destination.entity.name, input.destination.entity.jurisdiction, target]),
 	target,
 ) if {
 	target := reroute_target(classification)
 } else := lib.deny(
 	"egress.personal_data_adequacy",
-	sprintf("%s data may not reach %s (%s): not an EEA processor and no adequacy decision", [classification, entity.name, entity.jurisdiction]),
+	sprintf("%s data may not reach %s (%s): not an EEA processor and no adequacy decision", [classification, input.destination.entity.name, input.destination.entity.jurisdiction]),
 )
 
 zero_retention := lib.reroute(
 	"egress.zero_retention",
-	sprintf("zero retention was requested and %s does not offer it: rerouted to target %s", [entity.name, target]),
+	sprintf("zero retention was requested and %s does not offer it: rerouted to target %s", [input.destination.entity.name, target]),
 	target,
 ) if {
 	target := reroute_target("retention")
 } else := lib.deny(
 	"egress.zero_retention",
-	sprintf("zero retention was requested and %s does not offer it", [entity.name]),
+	sprintf("zero retention was requested and %s does not offer it", [input.destination.entity.name]),
 )
 
 retention_limit := lib.reroute(
 	"egress.retention_limit",
-	sprintf("%s retains prompts for %s, longer than the %s allowed: rerouted to target %s", [entity.name, dest.retention.default, input.data.retention, target]),
+	sprintf("%s retains prompts for %s, longer than the %s allowed: rerouted to target %s", [input.destination.entity.name, input.destination.retention.default, input.data.retention, target]),
 	target,
 ) if {
 	target := reroute_target("retention")
 } else := lib.deny(
 	"egress.retention_limit",
-	sprintf("%s retains prompts for %s, longer than the %s allowed", [entity.name, dest.retention.default, input.data.retention]),
+	sprintf("%s retains prompts for %s, longer than the %s allowed", [input.destination.entity.name, input.destination.retention.default, input.data.retention]),
 )
 
 operation := input.request.operation if input.request.operation != null
@@ -120,34 +122,36 @@ operation := input.request.operation if input.request.operation != null
 operation := "unrecognised" if input.request.operation == null
 
 within_retention(max) if {
-	dest.retention.default_seconds != null
-	dest.retention.default_seconds <= max
+	input.destination.retention.default_seconds != null
+	input.destination.retention.default_seconds <= max
 }
 
 # The target settings.reroute names for a constraint, when it is configured,
 # serves this operation, can take a translated OpenAI call, and satisfies the
-# constraint itself.
+# constraint itself. Data documents are bound to variables before indexing:
+# indexing data.* with a variable makes regorus look for a rule at that path
+# on every call.
 reroute_target(constraint) := name if {
-	name := data.settings.reroute[constraint]
-	target := data.targets[name]
+	input.destination.api == "openai"
+	reroutes := data.settings.reroute
+	name := reroutes[constraint]
+	targets := data.targets
+	target := targets[name]
 	input.request.operation in target.operations
-	dest.api == "openai"
 	satisfies(constraint, target)
 }
 
-satisfies("special-category", target) if target.in_cluster
-
+# In-cluster targets satisfy every constraint; otherwise personal and
+# confidential data need an adequate entity outside CLOUD Act reach, and
+# retention a target offering zero retention. One definition with an else
+# chain, not one per case: regorus pays a call for each definition.
 satisfies(constraint, target) if {
-	constraint in {"personal", "confidential"}
 	target.in_cluster
-}
-
-satisfies(constraint, target) if {
+} else := true if {
 	constraint in {"personal", "confidential"}
 	not target.entity.cloud_act
 	lib.adequate(target.entity)
+} else := true if {
+	constraint == "retention"
+	target.retention.zero_retention_available
 }
-
-satisfies("retention", target) if target.in_cluster
-
-satisfies("retention", target) if target.retention.zero_retention_available

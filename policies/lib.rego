@@ -34,6 +34,8 @@ pii_found if {
 
 # Jurisdictions personal data may go to without a CLOUD Act exposure: the EEA
 # and countries with an EU adequacy decision (settings.adequate_jurisdictions).
-adequate(entity) if entity.eea_processor
-
-adequate(entity) if entity.jurisdiction in data.settings.adequate_jurisdictions
+adequate(entity) if {
+	entity.eea_processor
+} else := true if {
+	entity.jurisdiction in data.settings.adequate_jurisdictions
+}

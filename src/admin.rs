@@ -40,6 +40,12 @@ impl Admin {
                         text,
                         b"not ready: no policy revision loaded (see /policy)\n".to_vec(),
                     )
+                } else if !self.shared.listener_accepts().await {
+                    let body = format!(
+                        "not ready: the proxy listener on {} does not accept connections yet\n",
+                        self.shared.config.listen
+                    );
+                    (StatusCode::SERVICE_UNAVAILABLE, text, body.into_bytes())
                 } else {
                     (StatusCode::OK, text, b"ready\n".to_vec())
                 }

@@ -35,6 +35,9 @@ pub struct Shared {
     pub reload: OnceLock<ReloadHandle>,
     /// Set on SIGTERM: readiness turns false, connections are not kept alive.
     pub draining: AtomicBool,
+    /// Set once the proxy listener has accepted a connection: pingora binds
+    /// it on its own thread, after the admin listener may already answer.
+    pub listener_up: AtomicBool,
 }
 
 impl Shared {
@@ -81,6 +84,7 @@ impl Shared {
             policy_status: Mutex::new(status),
             reload: OnceLock::new(),
             draining: AtomicBool::new(false),
+            listener_up: AtomicBool::new(false),
         })
     }
 
@@ -92,6 +96,20 @@ impl Shared {
     /// Ready when a policy revision decides and no SIGTERM was received.
     pub fn is_ready(&self) -> bool {
         self.snapshot.load().is_ready() && !self.is_draining()
+    }
+
+    /// Whether the proxy listener accepts connections, probed with one
+    /// connection (closed without a byte, which the front end ignores)
+    /// until the first success.
+    pub async fn listener_accepts(&self) -> bool {
+        if self.listener_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let up = accepts_connections(self.config.listen).await;
+        if up {
+            self.listener_up.store(true, Ordering::Relaxed);
+        }
+        up
     }
 
     pub fn is_draining(&self) -> bool {
@@ -114,5 +132,41 @@ impl Shared {
         scheme: Scheme,
     ) -> Arc<Destination> {
         snapshot.destination(authority, scheme, self.allowed_ports(scheme))
+    }
+}
+
+/// Whether something accepts TCP connections at `listen` (a wildcard
+/// address is probed on loopback).
+pub async fn accepts_connections(listen: std::net::SocketAddr) -> bool {
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            tokio::net::TcpStream::connect(target)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_probe_sees_whether_the_listener_accepts() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(accepts_connections(addr).await);
+        let wildcard = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        assert!(accepts_connections(wildcard).await);
+        drop(listener);
+        assert!(!accepts_connections(addr).await);
     }
 }

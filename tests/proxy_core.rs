@@ -169,7 +169,9 @@ async fn oversize_body_is_413_before_anything_is_forwarded() {
         .proxy
         .connect_tls("api.openai.com:443", &[b"http/1.1"])
         .await;
-    let body = "y".repeat(100 * 1024);
+    // Well past the limit, so that the client is still writing when the
+    // 413 comes: it must read the 413, not a reset connection.
+    let body = "y".repeat(3 << 20);
     let resp = http1_send(
         tls,
         post_json("api.openai.com", "/v1/chat/completions", &body),

@@ -10,6 +10,7 @@ use crate::classify::DataDoc;
 use crate::entity::{Entity, Kind, Registry};
 use crate::listener::connect::Authority;
 use crate::llm::ParsedCall;
+use crate::policy::rego::{object, optional_number, optional_string, ToRego};
 
 /// How the client reached the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -180,6 +181,49 @@ pub fn request_doc<'a>(
     }
 }
 
+impl ToRego for RequestDoc {
+    fn to_rego(&self) -> regorus::Value {
+        let headers: BTreeMap<regorus::Value, regorus::Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().into(), value.as_str().into()))
+            .collect();
+        object([
+            ("method", self.method.as_str().into()),
+            ("path", self.path.as_str().into()),
+            ("api", optional_string(self.api.as_deref())),
+            ("operation", optional_string(self.operation.as_deref())),
+            ("model", optional_string(self.model.as_deref())),
+            ("stream", self.stream.into()),
+            ("headers", headers.into()),
+            ("body_bytes", self.body_bytes.into()),
+            ("parse_error", optional_string(self.parse_error.as_deref())),
+        ])
+    }
+}
+
+impl ToRego for DataDoc {
+    fn to_rego(&self) -> regorus::Value {
+        let pii: BTreeMap<regorus::Value, regorus::Value> = self
+            .pii
+            .iter()
+            .map(|(kind, count)| ((*kind).into(), (*count).into()))
+            .collect();
+        object([
+            (
+                "classification",
+                optional_string(self.classification.as_deref()),
+            ),
+            ("retention", optional_string(self.retention.as_deref())),
+            (
+                "retention_max_seconds",
+                optional_number(self.retention_max_seconds),
+            ),
+            ("pii", pii.into()),
+        ])
+    }
+}
+
 pub fn request_input(
     destination: DestinationDoc,
     request: RequestDoc,
@@ -224,6 +268,46 @@ mod tests {
         assert!(!json.contains("org-x"), "{json}");
         assert_eq!(doc.headers["content-type"], "application/json");
         assert_eq!(doc.headers["x-data-classification"], "personal");
+    }
+
+    fn through_json<T: Serialize>(doc: &T) -> regorus::Value {
+        crate::policy::rego::to_value(doc).unwrap()
+    }
+
+    #[test]
+    fn documents_built_directly_equal_their_json_form() {
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("content-type", b"application/json"),
+            ("Accept", b"text/event-stream"),
+            ("accept", b"application/json"),
+            ("x-data-classification", b"personal"),
+            ("user-agent", "caf\u{e9} \u{1f600}".as_bytes()),
+        ];
+        let parsed = ParsedCall {
+            api: Some("openai".into()),
+            operation: Some("chat"),
+            model: Some("gpt-4o".into()),
+            stream: true,
+            parse_error: Some("line 1 \"quoted\"".into()),
+            ..ParsedCall::default()
+        };
+        let full = request_doc(
+            "POST",
+            "/v1/chat/completions?x=1",
+            headers.into_iter(),
+            123_456,
+            &parsed,
+        );
+        let empty = request_doc("GET", "/", std::iter::empty(), 0, &ParsedCall::default());
+        for doc in [&full, &empty] {
+            assert_eq!(doc.to_rego(), through_json(doc));
+        }
+        let mut data = crate::classify::declared(Some(b"personal"), Some(b"30d")).unwrap();
+        data.pii.insert("email", 2);
+        data.pii.insert("iban", u32::MAX);
+        for doc in [&data, &DataDoc::default()] {
+            assert_eq!(doc.to_rego(), through_json(doc));
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::entity::Registry;
 use crate::listener::connect::Authority;
 pub use input::{ConnectInput, RequestInput};
 use input::{DestinationDoc, RequestDoc, Scheme};
-use rego::{EvalError, RegoPolicy};
+use rego::{EvalError, RegoPolicy, ToRego};
 
 pub const CONNECT_RULE: &str = "data.ecluse.connect.decision";
 pub const EGRESS_RULE: &str = "data.ecluse.egress.decision";
@@ -200,13 +200,12 @@ impl Snapshot {
         destination: &Destination,
         source: &regorus::Value,
     ) -> ConnectDecision {
-        let mut input = regorus::Value::new_object();
-        if let Ok(fields) = input.as_object_mut() {
-            fields.insert("version".into(), regorus::Value::from(1u64));
-            fields.insert("stage".into(), "connect".into());
-            fields.insert("destination".into(), destination.value.clone());
-            fields.insert("source".into(), source.clone());
-        }
+        let input = rego::object([
+            ("version", 1u64.into()),
+            ("stage", "connect".into()),
+            ("destination", destination.value.clone()),
+            ("source", source.clone()),
+        ]);
         let result = self
             .eval_value(CONNECT_RULE, input)
             .and_then(|v| parse_connect(&v));
@@ -221,19 +220,17 @@ impl Snapshot {
         data: &DataDoc,
         source: &regorus::Value,
     ) -> Decision {
-        let result = (|| {
-            let mut input = regorus::Value::new_object();
-            if let Ok(fields) = input.as_object_mut() {
-                fields.insert("version".into(), regorus::Value::from(1u64));
-                fields.insert("stage".into(), "request".into());
-                fields.insert("destination".into(), destination.value.clone());
-                fields.insert("request".into(), rego::to_value(request)?);
-                fields.insert("data".into(), rego::to_value(data)?);
-                fields.insert("source".into(), source.clone());
-            }
-            self.eval_value(EGRESS_RULE, input)
-        })()
-        .and_then(|v| parse_decision(&v));
+        let input = rego::object([
+            ("version", 1u64.into()),
+            ("stage", "request".into()),
+            ("destination", destination.value.clone()),
+            ("request", request.to_rego()),
+            ("data", data.to_rego()),
+            ("source", source.clone()),
+        ]);
+        let result = self
+            .eval_value(EGRESS_RULE, input)
+            .and_then(|v| parse_decision(&v));
         match result {
             Ok(d) => d,
             Err(e) => Decision::fail_closed(&e),

@@ -139,6 +139,32 @@ pub fn to_value<I: Serialize>(document: &I) -> Result<regorus::Value, EvalError>
         .map_err(|e| EvalError::Failed(format!("input document: {e}")))
 }
 
+/// Per-call documents built straight into regorus's form. Going through
+/// JSON text instead costs a serialisation and a parse per call, about a
+/// third of the fixed cost of a decision. Each `to_rego` must equal
+/// `to_value` of the same document; the unit tests check both ways agree.
+pub trait ToRego {
+    fn to_rego(&self) -> regorus::Value;
+}
+
+/// An object from its fields. The result is in regorus's compact sorted
+/// form, as a parsed document would be.
+pub(crate) fn object<const N: usize>(fields: [(&str, regorus::Value); N]) -> regorus::Value {
+    fields
+        .into_iter()
+        .map(|(name, value)| (regorus::Value::from(name), value))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into()
+}
+
+pub(crate) fn optional_string(value: Option<&str>) -> regorus::Value {
+    value.map_or(regorus::Value::Null, regorus::Value::from)
+}
+
+pub(crate) fn optional_number(value: Option<u64>) -> regorus::Value {
+    value.map_or(regorus::Value::Null, regorus::Value::from)
+}
+
 pub(crate) fn first_line(text: &str) -> String {
     text.lines()
         .map(str::trim)

@@ -734,8 +734,10 @@ impl EgressProxy {
             .write_response_header(Box::new(header), false)
             .await
             .is_ok()
+            && session.write_response_body(Some(body), true).await.is_ok()
+            && matches!(error, ProxyError::BodyTooLarge { .. })
         {
-            let _ = session.write_response_body(Some(body), true).await;
+            discard_unread_body(session).await;
         }
     }
 }
@@ -820,6 +822,25 @@ fn tunnel_target(session: &Session) -> Option<TunnelTarget> {
         .as_ref()?
         .downcast_ref::<Arc<TunnelTarget>>()
         .map(|t| (**t).clone())
+}
+
+/// After an early 413 the client is usually still sending its body.
+/// Closing with unread bytes makes the kernel reset the connection, and the
+/// client then sees a broken pipe instead of the 413. So read and drop what
+/// follows, bounded in bytes and time (nginx's lingering close).
+async fn discard_unread_body(session: &mut Session) {
+    const MAX_BYTES: usize = 4 << 20;
+    const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + MAX_TIME;
+    let mut discarded = 0;
+    while discarded < MAX_BYTES {
+        match tokio::time::timeout_at(deadline, session.downstream_session.read_request_body())
+            .await
+        {
+            Ok(Ok(Some(chunk))) => discarded += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 /// Reads the whole body, refusing it as soon as it exceeds `limit`.

@@ -385,8 +385,12 @@ impl Proxy {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
+            // Healthy, and the proxy listener (bound on pingora's own
+            // thread, maybe after the admin one) accepts connections.
             if let Some((200, _)) = admin_get(self.admin, "/healthz") {
-                return true;
+                if std::net::TcpStream::connect(self.listen).is_ok() {
+                    return true;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }

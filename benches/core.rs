@@ -129,7 +129,12 @@ fn policy_evaluation(c: &mut Criterion) {
         Some(dir) => PolicyFiles::read_dir(std::path::Path::new(&dir)).unwrap(),
         None => PolicyFiles::embedded(),
     };
-    let snapshot = load::compile(&files, &context, "bench".into(), "bench".into()).unwrap();
+    // The evaluation itself: without the per-revision decision cache,
+    // which would answer every iteration after the first.
+    let cached = load::compile(&files, &context, "bench".into(), "bench".into()).unwrap();
+    let snapshot = load::compile(&files, &context, "bench".into(), "bench".into())
+        .unwrap()
+        .without_decision_cache();
     let body = serde_json::to_vec(&prompt_with_pii(512)).unwrap();
     let headers: Vec<(&str, &[u8])> = vec![
         ("content-type", b"application/json"),
@@ -171,6 +176,19 @@ fn policy_evaluation(c: &mut Criterion) {
             let decision = input_and_eval(&call, &personal);
             assert!(decision.route.is_some(), "{}", decision.reason);
             black_box(decision)
+        })
+    });
+    c.bench_function("policy_input_and_remembered_decision", |b| {
+        let destination = cached.destination(&authority, Scheme::Https, &[443]);
+        b.iter(|| {
+            let request = input::request_doc(
+                "POST",
+                "/v1/chat/completions",
+                headers.iter().copied(),
+                body.len(),
+                &call,
+            );
+            black_box(cached.decide_request_at(&destination, &request, &data, &source))
         })
     });
     c.bench_function("decide_call_parse_scan_input_eval", |b| {

@@ -314,10 +314,12 @@ pub fn compile(
         return Err(LoadError::new(Step::Compile, e.to_string()));
     }
     let snapshot = Snapshot::new(registry, Some(policy), revision, source);
-    Ok(if is_time_or_random_dependent(&files.modules) {
-        snapshot.without_connect_cache()
-    } else {
-        snapshot
+    if is_time_or_random_dependent(&files.modules) {
+        return Ok(snapshot.without_connect_cache());
+    }
+    Ok(match super::deps::input_paths(&files.modules) {
+        Some(paths) => snapshot.with_decision_cache(paths),
+        None => snapshot,
     })
 }
 
@@ -481,6 +483,114 @@ mod tests {
             timeout: Duration::from_millis(500),
         };
         compile(files, &context, "test".into(), "test".into()).unwrap()
+    }
+
+    /// The remembered decisions of the default policies are the decisions
+    /// evaluation gives, over destinations, classifications, retention,
+    /// scan results, operations, and fields the policies do not read.
+    #[test]
+    fn remembered_request_decisions_equal_evaluated_ones() {
+        use super::super::input::{request_doc, Scheme};
+        let targets: BTreeMap<String, crate::route::Target> = [
+            ("mistral", "https://api.mistral.ai/v1"),
+            ("vllm", "http://vllm.llm.svc:8000/v1"),
+        ]
+        .into_iter()
+        .map(|(name, url)| {
+            let config = crate::config::TargetConfig {
+                base_url: url.into(),
+                api_key_file: None,
+                models: BTreeMap::new(),
+                headers: BTreeMap::new(),
+                api: None,
+            };
+            let target = crate::route::Target::from_config(name, &config).unwrap();
+            (name.to_string(), target)
+        })
+        .collect();
+        let context = Context {
+            targets: &targets,
+            timeout: Duration::from_millis(500),
+        };
+        let files = PolicyFiles::embedded();
+        let cached = compile(&files, &context, "t".into(), "t".into()).unwrap();
+        assert!(cached.caches_decisions());
+        let evaluated = compile(&files, &context, "t".into(), "t".into())
+            .unwrap()
+            .without_decision_cache();
+        let source = regorus::Value::new_object();
+        let mut rules = std::collections::BTreeSet::new();
+        let mut checked = 0;
+        for host in [
+            "api.openai.com",
+            "api.mistral.ai",
+            "api.deepseek.com",
+            "vllm.llm.svc",
+            "example.com",
+        ] {
+            let authority = crate::listener::connect::Authority::new(host, 443);
+            let destination = cached.destination(&authority, Scheme::Https, &[443]);
+            for classification in [
+                None,
+                Some("public"),
+                Some("personal"),
+                Some("special-category"),
+            ] {
+                for retention in [None, Some("zero"), Some("1h")] {
+                    for pii in [0, 1, 2] {
+                        for (path, model, body_bytes) in [
+                            ("/v1/chat/completions", "gpt-4o", 10),
+                            ("/v1/chat/completions", "gpt-4o-mini", 99),
+                            ("/v1/completions", "gpt-4o", 10),
+                        ] {
+                            let mut data = crate::classify::declared(
+                                classification.map(str::as_bytes),
+                                retention.map(str::as_bytes),
+                            )
+                            .unwrap();
+                            if pii > 0 {
+                                data.pii.insert("email", pii);
+                            }
+                            let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
+                            let call = crate::llm::parse_request(
+                                Some("openai"),
+                                "POST",
+                                path,
+                                body.as_bytes(),
+                            );
+                            let request =
+                                request_doc("POST", path, std::iter::empty(), body_bytes, &call);
+                            let first =
+                                cached.decide_request_at(&destination, &request, &data, &source);
+                            let again =
+                                cached.decide_request_at(&destination, &request, &data, &source);
+                            let truth =
+                                evaluated.decide_request_at(&destination, &request, &data, &source);
+                            assert_eq!(
+                                first, truth,
+                                "{host} {classification:?} {retention:?} {pii} {path} {model}"
+                            );
+                            assert_eq!(again, truth);
+                            rules.insert(truth.rule.clone());
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 4 * 3 * 3 * 3);
+        // The grid reaches every rule of the default egress policy.
+        for rule in [
+            "egress.allowed",
+            "egress.unregistered_destination",
+            "egress.special_category_in_cluster",
+            "egress.personal_data_cloud_act",
+            "egress.personal_data_adequacy",
+            "egress.zero_retention",
+            "egress.retention_limit",
+        ] {
+            assert!(rules.contains(rule), "{rule} not reached: {rules:?}");
+        }
     }
 
     fn connect_is_remembered(snapshot: &Snapshot) -> bool {

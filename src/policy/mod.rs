@@ -1,6 +1,7 @@
 //! Decisions: the documents policies see (`input`) and return (`decision`),
 //! and the immutable [`Snapshot`] that one request decides with.
 
+pub mod deps;
 pub mod input;
 pub mod load;
 pub mod rego;
@@ -105,6 +106,42 @@ pub struct Snapshot {
     /// revision: not when the policy reads the clock or randomness, whose
     /// answers change between calls with the same input.
     connect_cacheable: bool,
+    /// Request decisions already made under this revision, by the input
+    /// parts the policy reads; `None` when they cannot be told apart.
+    decisions: Option<DecisionCache>,
+}
+
+/// Request decisions keyed by the values of the input paths the revision's
+/// modules read (see [`deps`]): calls that agree on all of them get the
+/// same decision, so only the first is evaluated.
+#[derive(Debug)]
+struct DecisionCache {
+    paths: Vec<Vec<regorus::Value>>,
+    entries: Mutex<BTreeMap<Vec<regorus::Value>, Decision>>,
+}
+
+/// Decisions remembered per revision; beyond this, the cache starts over.
+const DECISION_CACHE: usize = 4096;
+
+impl DecisionCache {
+    fn key(&self, input: &regorus::Value) -> Vec<regorus::Value> {
+        self.paths
+            .iter()
+            .map(|path| {
+                let mut value = input;
+                for field in path {
+                    match value {
+                        regorus::Value::Object(fields) => match fields.get(field) {
+                            Some(inner) => value = inner,
+                            None => return regorus::Value::Undefined,
+                        },
+                        _ => return regorus::Value::Undefined,
+                    }
+                }
+                value.clone()
+            })
+            .collect()
+    }
 }
 
 /// A destination's policy document, and the same in regorus's form.
@@ -142,7 +179,34 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             destinations: Mutex::new(HashMap::new()),
             connect_cacheable: true,
+            decisions: None,
         }
+    }
+
+    /// Remembers request decisions by the input paths the policy reads
+    /// (from [`deps::input_paths`]); only for a revision whose decisions
+    /// depend on nothing but input and data.
+    pub fn with_decision_cache(mut self, paths: Vec<Vec<String>>) -> Snapshot {
+        let paths = paths
+            .into_iter()
+            .map(|path| path.into_iter().map(regorus::Value::from).collect())
+            .collect();
+        self.decisions = Some(DecisionCache {
+            paths,
+            entries: Mutex::new(BTreeMap::new()),
+        });
+        self
+    }
+
+    /// Evaluates every request decision (benchmarks of the evaluation).
+    pub fn without_decision_cache(mut self) -> Snapshot {
+        self.decisions = None;
+        self
+    }
+
+    /// Whether request decisions are remembered under this revision.
+    pub fn caches_decisions(&self) -> bool {
+        self.decisions.is_some()
     }
 
     /// Marks the revision's decisions as depending on more than their
@@ -228,6 +292,26 @@ impl Snapshot {
             ("data", data.to_rego()),
             ("source", source.clone()),
         ]);
+        let Some(cache) = &self.decisions else {
+            return self.evaluate_request(input);
+        };
+        let key = cache.key(&input);
+        let entries = || cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = entries().get(&key) {
+            return known.clone();
+        }
+        let decision = self.evaluate_request(input);
+        if decision.rule != POLICY_ERROR_RULE {
+            let mut entries = entries();
+            if entries.len() >= DECISION_CACHE {
+                entries.clear();
+            }
+            entries.insert(key, decision.clone());
+        }
+        decision
+    }
+
+    fn evaluate_request(&self, input: regorus::Value) -> Decision {
         let result = self
             .eval_value(EGRESS_RULE, input)
             .and_then(|v| parse_decision(&v));

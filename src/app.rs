@@ -194,7 +194,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let mut options = ConnectorOptions::from_server_conf(&conf);
     options.ca_file = Some(roots_path.to_string_lossy().into_owned());
-    let forwarder = Forwarder::new(Connector::new(Some(options)), config.timeouts.clone());
+    let forwarder = Forwarder::new(
+        Connector::new(Some(options)),
+        conf.upstream_keepalive_pool_size,
+        config.timeouts.clone(),
+    );
     let proxy = pingora_proxy::http_proxy(&conf, EgressProxy::new(shared.clone(), forwarder));
     let mut front = Service::new(
         "ecluse proxy".to_string(),

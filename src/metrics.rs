@@ -3,7 +3,6 @@
 //! Kept deliberately small: atomics for the fixed series, a mutex-guarded map
 //! for labelled ones whose label sets are bounded (actions, statuses, codes).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -17,7 +16,7 @@ pub struct Histogram {
     name: &'static str,
     help: &'static str,
     buckets: &'static [f64],
-    series: Mutex<BTreeMap<SeriesLabels, Buckets>>,
+    series: Mutex<Series<SeriesLabels, Buckets>>,
 }
 
 /// Label sets beyond this many fold into one `other` series, so a client
@@ -30,23 +29,20 @@ impl Histogram {
             name,
             help,
             buckets,
-            series: Mutex::new(BTreeMap::new()),
+            series: Mutex::new(Series::new()),
         }
     }
 
     pub fn observe(&self, labels: &[(&'static str, &str)], value: f64) {
-        let mut key: Vec<(&'static str, String)> =
-            labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        if !series.contains_key(&key) && series.len() >= MAX_SERIES {
-            key = labels
-                .iter()
-                .map(|(k, _)| (*k, "other".to_string()))
-                .collect();
-        }
-        let entry = series
-            .entry(key)
-            .or_insert_with(|| (vec![0; self.buckets.len()], 0.0, 0));
+        let new = || (vec![0; self.buckets.len()], 0.0, 0);
+        let entry = if series.len() < MAX_SERIES || series.find(&labels).is_ok() {
+            series.entry(&labels, new)
+        } else {
+            let other: Vec<(&'static str, &str)> =
+                labels.iter().map(|(k, _)| (*k, "other")).collect();
+            series.entry(&other.as_slice(), new)
+        };
         for (i, bound) in self.buckets.iter().enumerate() {
             if value <= *bound {
                 entry.0[i] += 1;
@@ -107,7 +103,7 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     pub tls_client_rejections: AtomicU64,
     pub leaves_minted: AtomicU64,
-    labelled: Mutex<BTreeMap<SeriesKey, u64>>,
+    labelled: Mutex<Series<SeriesKey, u64>>,
     /// `gen_ai.client.token.usage`, by operation, provider, models and token type.
     pub token_usage: Histogram,
     /// `gen_ai.client.operation.duration`, by operation, provider, models, error type.
@@ -128,7 +124,7 @@ impl Default for Metrics {
             tls_handshake_failures: AtomicU64::new(0),
             tls_client_rejections: AtomicU64::new(0),
             leaves_minted: AtomicU64::new(0),
-            labelled: Mutex::new(BTreeMap::new()),
+            labelled: Mutex::new(Series::new()),
             token_usage: Histogram::new(
                 "gen_ai_client_token_usage",
                 "Tokens used per call (gen_ai.client.token.usage), by token type",
@@ -150,6 +146,93 @@ impl Default for Metrics {
 
 /// A metric name and its label pairs.
 type SeriesKey = (&'static str, SeriesLabels);
+
+/// A key as a call site has it, borrowed: looking a series up allocates
+/// nothing; only a series seen for the first time is copied into the map.
+trait SeriesLookup<K> {
+    /// How a stored key orders against this one.
+    fn key_cmp(&self, key: &K) -> std::cmp::Ordering;
+    fn to_key(&self) -> K;
+}
+
+fn cmp_labels(owned: &SeriesLabels, borrowed: &[(&'static str, &str)]) -> std::cmp::Ordering {
+    owned
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .cmp(borrowed.iter().copied())
+}
+
+fn owned_labels(borrowed: &[(&'static str, &str)]) -> SeriesLabels {
+    borrowed
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_string()))
+        .collect()
+}
+
+impl SeriesLookup<SeriesLabels> for &[(&'static str, &str)] {
+    fn key_cmp(&self, key: &SeriesLabels) -> std::cmp::Ordering {
+        cmp_labels(key, self)
+    }
+    fn to_key(&self) -> SeriesLabels {
+        owned_labels(self)
+    }
+}
+
+impl SeriesLookup<SeriesKey> for (&'static str, &[(&'static str, &str)]) {
+    fn key_cmp(&self, key: &SeriesKey) -> std::cmp::Ordering {
+        key.0.cmp(self.0).then_with(|| cmp_labels(&key.1, self.1))
+    }
+    fn to_key(&self) -> SeriesKey {
+        (self.0, owned_labels(self.1))
+    }
+}
+
+/// Series kept sorted by key, the order they are rendered in.
+struct Series<K, V>(Vec<(K, V)>);
+
+impl<K, V> Series<K, V> {
+    const fn new() -> Self {
+        Series(Vec::new())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn find(&self, lookup: &impl SeriesLookup<K>) -> Result<usize, usize> {
+        self.0.binary_search_by(|(key, _)| lookup.key_cmp(key))
+    }
+
+    fn entry(&mut self, lookup: &impl SeriesLookup<K>, new: impl FnOnce() -> V) -> &mut V {
+        let at = match self.find(lookup) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (lookup.to_key(), new()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+/// A status code's digits, written without allocating.
+fn format_status(status: u16, buf: &mut [u8; 5]) -> &str {
+    let mut n = status;
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
 
 /// Decrements a gauge when dropped, so early returns cannot leak a count.
 pub struct GaugeGuard<'a>(&'a AtomicI64);
@@ -195,19 +278,18 @@ const HELP: &[(&str, &str, &str)] = &[
 
 impl Metrics {
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-        );
         let mut map = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(key).or_insert(0) += 1;
+        *map.entry(&(name, labels), || 0) += 1;
     }
 
     pub fn request(&self, action: &str, status: u16) {
-        let status = status.to_string();
+        let mut digits = [0; 5];
         self.count(
             "ecluse_requests_total",
-            &[("action", action), ("status", &status)],
+            &[
+                ("action", action),
+                ("status", format_status(status, &mut digits)),
+            ],
         );
     }
 
@@ -352,5 +434,46 @@ mod tests {
         }
         let series = m.operation_duration.series.lock().unwrap().len();
         assert_eq!(series, MAX_SERIES + 1);
+    }
+
+    #[test]
+    fn series_render_in_key_order_and_count_per_label_set() {
+        let m = Metrics::default();
+        let calls: &[(&'static str, &[(&'static str, &str)])] = &[
+            (
+                "ecluse_requests_total",
+                &[("action", "pass"), ("status", "200")],
+            ),
+            ("ecluse_errors_total", &[("code", "denied")]),
+            (
+                "ecluse_requests_total",
+                &[("action", "allow"), ("status", "200")],
+            ),
+            ("ecluse_requests_total", &[("action", "allow")]),
+            (
+                "ecluse_requests_total",
+                &[("action", "allow"), ("status", "200")],
+            ),
+            ("ecluse_errors_total", &[("code", "bad_request")]),
+        ];
+        let mut expected = std::collections::BTreeMap::new();
+        for (name, labels) in calls {
+            m.count(name, labels);
+            *expected
+                .entry((*name, owned_labels(labels)))
+                .or_insert(0u64) += 1;
+        }
+        let map = m.labelled.lock().unwrap();
+        let got: Vec<(SeriesKey, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let want: Vec<(SeriesKey, u64)> = expected.into_iter().collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn statuses_format_as_decimal() {
+        for status in [0u16, 7, 42, 200, 404, 503, 65535] {
+            let mut digits = [0; 5];
+            assert_eq!(format_status(status, &mut digits), status.to_string());
+        }
     }
 }

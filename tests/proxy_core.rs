@@ -132,6 +132,101 @@ async fn keep_alive_carries_many_calls_on_one_tunnel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_client_connections() {
+    let s = setup("").await;
+    for i in 0..5 {
+        // A new client connection (CONNECT, handshake) for every call.
+        let tls = s
+            .proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let body = format!(r#"{{"model":"m-{i}","messages":[]}}"#);
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", &body),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert!(body_text(resp).await.contains(&format!("m-{i}")));
+    }
+    assert_eq!(s.openai.recorded().len(), 5);
+    assert_eq!(
+        s.openai.connections.load(Ordering::SeqCst),
+        1,
+        "every call after the first reuses the parked upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_upstream_drops_is_retried_on_a_new_one() {
+    let pki = TestPki::new();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen_by_handler = seen.clone();
+    let upstream = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(move |req: &Recorded| {
+            // The second request arrives on the parked connection: drop it.
+            if seen_by_handler.fetch_add(1, Ordering::SeqCst) == 1 {
+                return MockResponse::Abort;
+            }
+            MockResponse::json(200, serde_json::json!({"path": req.path}))
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", upstream.addr)],
+        Some(&pki.ca_path),
+    ));
+    for _ in 0..2 {
+        let tls = proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{}", proxy.logs());
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "the dropped call was sent again");
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_answers_connection_close_is_not_reused() {
+    let pki = TestPki::new();
+    let upstream = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(|_req: &Recorded| MockResponse::Full {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("connection".into(), "close".into()),
+            ],
+            body: Bytes::from_static(b"{}"),
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", upstream.addr)],
+        Some(&pki.ca_path),
+    ));
+    for _ in 0..3 {
+        let tls = proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{}", proxy.logs());
+    }
+    assert_eq!(upstream.recorded().len(), 3);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_body_reaches_the_upstream_whole() {
     let s = setup("").await;
     // A JSON body far above pingora's 64 KiB retry buffer.

@@ -5,20 +5,26 @@
 //! the whole body first and pingora can replay only 64 KiB of it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use log::{debug, warn};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType};
+use pingora_core::protocols::http::v1::client::{
+    http_req_header_to_wire, HttpSession as HttpV1Session,
+};
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::Timeouts;
 use crate::listener::connect::Authority;
 use crate::llm::usage::{ResponseObserver, Usage};
+use crate::proxy::pool::UpstreamPool;
 use crate::reply::ProxyError;
 use crate::route::translate::openai_error;
 
@@ -72,15 +78,50 @@ pub struct Forwarded {
 const ERROR_BODY_CAP: usize = 1 << 20;
 
 pub struct Forwarder {
+    /// Opens new upstream connections (TCP, TLS) and pools HTTP/2 ones.
     connector: Connector,
+    /// Idle HTTP/1 upstream connections.
+    pool: Arc<UpstreamPool>,
     timeouts: Timeouts,
 }
 
 impl Forwarder {
-    pub fn new(connector: Connector, timeouts: Timeouts) -> Forwarder {
+    pub fn new(connector: Connector, pool_capacity: usize, timeouts: Timeouts) -> Forwarder {
         Forwarder {
             connector,
+            pool: Arc::new(UpstreamPool::new(pool_capacity, timeouts.keepalive_idle)),
             timeouts,
+        }
+    }
+
+    /// A parked connection to the peer if one is alive, else a new one;
+    /// true when reused.
+    async fn upstream_session(
+        &self,
+        peer: &HttpPeer,
+    ) -> pingora_error::Result<(ClientSession, bool)> {
+        if let Some(stream) = self.pool.take(peer.reuse_hash()) {
+            let session = HttpV1Session::new_with_options(stream, peer);
+            return Ok((ClientSession::H1(session), true));
+        }
+        self.connector.get_http_session(peer).await
+    }
+
+    /// Parks a connection whose exchange ended cleanly.
+    async fn release(&self, upstream: ClientSession, peer: &HttpPeer) {
+        match upstream {
+            ClientSession::H1(mut h1) => {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    self.pool.park(peer.reuse_hash(), stream);
+                    self.pool.sweep_periodically();
+                }
+            }
+            other => {
+                self.connector
+                    .release_http_session(other, peer, Some(self.timeouts.keepalive_idle))
+                    .await
+            }
         }
     }
 
@@ -103,7 +144,7 @@ impl Forwarder {
     pub async fn forward(
         &self,
         session: &mut Session,
-        mut out: Outbound<'_>,
+        out: Outbound<'_>,
         capture_content: bool,
     ) -> Result<Forwarded, ProxyError> {
         let peer = self.peer(&out);
@@ -113,13 +154,12 @@ impl Forwarder {
         let mut attempts_left = 2;
         let mut upstream = loop {
             attempts_left -= 1;
-            let (mut upstream, reused) = self
-                .connector
-                .get_http_session(&peer)
+            let (upstream, reused) = self
+                .upstream_session(&peer)
                 .await
                 .map_err(|e| upstream_error(&host, &e, self.timeouts.upstream_connect))?;
-            match self.send_request(session, &mut upstream, &mut out).await {
-                Ok(()) => break upstream,
+            match self.send_request(session, upstream, &peer, &out).await {
+                Ok(upstream) => break upstream,
                 Err(SendError::Client(e)) => return Err(e),
                 Err(SendError::Upstream(e)) => {
                     let retry = reused
@@ -151,9 +191,7 @@ impl Forwarder {
                 .answer_translated_error(session, &mut upstream, response, &host)
                 .await;
             if result.is_ok() && upstream.response_done() {
-                self.connector
-                    .release_http_session(upstream, &peer, Some(self.timeouts.keepalive_idle))
-                    .await;
+                self.release(upstream, &peer).await;
             }
             return result;
         }
@@ -189,9 +227,7 @@ impl Forwarder {
         result.usage = observer.finish();
         result.first_chunk_at = observer.first_chunk_at;
         if result.aborted.is_none() && upstream.response_done() {
-            self.connector
-                .release_http_session(upstream, &peer, Some(self.timeouts.keepalive_idle))
-                .await;
+            self.release(upstream, &peer).await;
         } else {
             session.set_keepalive(None);
         }
@@ -258,48 +294,26 @@ impl Forwarder {
     async fn send_request(
         &self,
         session: &mut Session,
-        upstream: &mut ClientSession,
-        out: &mut Outbound<'_>,
-    ) -> Result<(), SendError> {
-        upstream
-            .write_request_header(Box::new(out.header.clone()))
-            .await
-            .map_err(SendError::Upstream)?;
-        match &out.body {
-            OutboundBody::Buffered(body) => {
-                if !body.is_empty() {
-                    upstream
-                        .write_request_body(body.clone(), true)
-                        .await
-                        .map_err(SendError::Upstream)?;
-                }
-            }
-            OutboundBody::Streamed => loop {
-                let chunk = session
-                    .downstream_session
-                    .read_request_body()
-                    .await
-                    .map_err(|e| {
-                        SendError::Client(ProxyError::BadRequest(format!(
-                            "reading request body: {e}"
-                        )))
-                    })?;
-                match chunk {
-                    Some(data) => upstream
-                        .write_request_body(data, false)
+        upstream: ClientSession,
+        peer: &HttpPeer,
+        out: &Outbound<'_>,
+    ) -> Result<ClientSession, SendError> {
+        let mut upstream = match (upstream, &out.body) {
+            (ClientSession::H1(h1), OutboundBody::Buffered(body)) if writes_whole(&out.header) => {
+                ClientSession::H1(
+                    send_whole_request(h1, &out.header, body, peer)
                         .await
                         .map_err(SendError::Upstream)?,
-                    None => break,
-                }
-            },
-        }
-        upstream
-            .finish_request_body()
-            .await
-            .map_err(SendError::Upstream)?;
+                )
+            }
+            (mut upstream, _) => {
+                send_in_parts(session, &mut upstream, out).await?;
+                upstream
+            }
+        };
         match tokio::time::timeout(self.timeouts.first_byte, upstream.read_response_header()).await
         {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(upstream),
             Ok(Err(e)) => Err(SendError::Upstream(e)),
             Err(_) => Err(SendError::Client(ProxyError::UpstreamTimeout {
                 host: out.authority.to_string(),
@@ -356,6 +370,94 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// Whether a buffered request can go out in one write (see
+/// [`send_whole_request`]). pingora's client frames the response from the
+/// request it wrote, and only for `HEAD` does that change the framing.
+fn writes_whole(header: &RequestHeader) -> bool {
+    header.method != http::Method::HEAD
+}
+
+/// Sends head and buffered body in one write. pingora's HTTP/1 client
+/// flushes the head on its own, which costs a second write on the upstream
+/// leg and wakes the upstream twice per call; at one connection that was a
+/// tenth of the latency ecluse adds. The session handed back parses the
+/// response exactly as if pingora had written the request: the head carries
+/// `Content-Length` and no `Connection` header, so nothing it would read from
+/// the written request differs.
+async fn send_whole_request(
+    h1: HttpV1Session,
+    header: &RequestHeader,
+    body: &[u8],
+    peer: &HttpPeer,
+) -> pingora_error::Result<HttpV1Session> {
+    let wire = request_wire(header, body)?;
+    let mut stream = h1.into_inner();
+    stream
+        .write_all(&wire)
+        .await
+        .or_err(ErrorType::WriteError, "while writing the request")?;
+    stream
+        .flush()
+        .await
+        .or_err(ErrorType::WriteError, "flushing the request")?;
+    Ok(HttpV1Session::new_with_options(stream, peer))
+}
+
+/// The request's bytes on the wire: head, then body.
+fn request_wire(header: &RequestHeader, body: &[u8]) -> pingora_error::Result<BytesMut> {
+    let mut wire = http_req_header_to_wire(header).ok_or_else(|| {
+        Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "request line holds a forbidden delimiter or an unsupported HTTP version",
+        )
+    })?;
+    wire.extend_from_slice(body);
+    Ok(wire)
+}
+
+/// pingora's own path: head, then the body as it comes (a streamed body, an
+/// HTTP/2 upstream, a `HEAD`).
+async fn send_in_parts(
+    session: &mut Session,
+    upstream: &mut ClientSession,
+    out: &Outbound<'_>,
+) -> Result<(), SendError> {
+    upstream
+        .write_request_header(Box::new(out.header.clone()))
+        .await
+        .map_err(SendError::Upstream)?;
+    match &out.body {
+        OutboundBody::Buffered(body) => {
+            if !body.is_empty() {
+                upstream
+                    .write_request_body(body.clone(), true)
+                    .await
+                    .map_err(SendError::Upstream)?;
+            }
+        }
+        OutboundBody::Streamed => loop {
+            let chunk = session
+                .downstream_session
+                .read_request_body()
+                .await
+                .map_err(|e| {
+                    SendError::Client(ProxyError::BadRequest(format!("reading request body: {e}")))
+                })?;
+            match chunk {
+                Some(data) => upstream
+                    .write_request_body(data, false)
+                    .await
+                    .map_err(SendError::Upstream)?,
+                None => break,
+            }
+        },
+    }
+    upstream
+        .finish_request_body()
+        .await
+        .map_err(SendError::Upstream)
 }
 
 /// Resolves when the client closes its side (or resets its HTTP/2 stream).
@@ -556,6 +658,50 @@ mod tests {
         let out = upstream_request_header(&req, &Authority::new("example.com", 8080), 80, Some(0))
             .unwrap();
         assert_eq!(out.headers["host"], "example.com:8080");
+    }
+
+    #[test]
+    fn whole_request_is_head_then_body() {
+        let req =
+            RequestHeader::build("POST", b"https://api.openai.com/v1/embeddings", None).unwrap();
+        let body = br#"{"model":"text-embedding-3-small","input":"x"}"#;
+        let out = upstream_request_header(
+            &req,
+            &Authority::new("api.openai.com", 443),
+            443,
+            Some(body.len()),
+        )
+        .unwrap();
+        let wire = request_wire(&out, body).unwrap();
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let httparse::Status::Complete(head_len) = parsed.parse(&wire).unwrap() else {
+            panic!("head incomplete");
+        };
+        assert_eq!(parsed.method, Some("POST"));
+        assert_eq!(parsed.path, Some("/v1/embeddings"));
+        let length = parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| {
+                std::str::from_utf8(h.value)
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+            });
+        assert_eq!(length, Some(body.len()));
+        assert_eq!(&wire[head_len..], &body[..]);
+    }
+
+    #[test]
+    fn head_requests_take_pingoras_path() {
+        // A response to HEAD has a Content-Length but no body; pingora knows
+        // that only from the request it wrote itself.
+        for (method, whole) in [("HEAD", false), ("GET", true), ("POST", true)] {
+            let req = RequestHeader::build(method, b"/", None).unwrap();
+            assert_eq!(writes_whole(&req), whole, "{method}");
+        }
     }
 
     #[test]

@@ -4,13 +4,14 @@
 
 pub mod checks;
 pub mod forward;
+pub mod pool;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use log::{info, warn};
+use log::info;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -1052,6 +1053,15 @@ impl ProxyHttp for EgressProxy {
         };
         self.shared.metrics.request(ctx.action, status);
         self.finish_call(ctx);
+        let level = if status >= 500 {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        // The access line is off at the usual `warn`: do not build it then.
+        if !log::log_enabled!(level) {
+            return;
+        }
         let destination = ctx
             .destination
             .as_ref()
@@ -1065,26 +1075,15 @@ impl ProxyHttp for EgressProxy {
                 o.map(|n| n.to_string()).unwrap_or_else(|| "-".into())
             ),
         };
-        if status >= 500 {
-            warn!(
-                "{} {} {}{} -> {status} in {:?} ({}{tokens})",
-                ctx.action,
-                req.method,
-                destination,
-                req.uri.path(),
-                ctx.started.elapsed(),
-                ctx.outcome
-            );
-        } else {
-            info!(
-                "{} {} {}{} -> {status} in {:?} ({}{tokens})",
-                ctx.action,
-                req.method,
-                destination,
-                req.uri.path(),
-                ctx.started.elapsed(),
-                ctx.outcome
-            );
-        }
+        log::log!(
+            level,
+            "{} {} {}{} -> {status} in {:?} ({}{tokens})",
+            ctx.action,
+            req.method,
+            destination,
+            req.uri.path(),
+            ctx.started.elapsed(),
+            ctx.outcome
+        );
     }
 }

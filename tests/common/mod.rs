@@ -126,6 +126,9 @@ pub enum MockResponse {
     Sse { events: Vec<String>, gap: Duration },
     /// Accept the request and never answer.
     Hang,
+    /// Close the connection without answering, as an upstream does when it
+    /// drops an idle keep-alive connection just as a request arrives.
+    Abort,
 }
 
 impl MockResponse {
@@ -147,6 +150,8 @@ pub struct MockUpstream {
     pub cancelled_streams: Arc<AtomicUsize>,
     /// SSE streams sent in full.
     pub completed_streams: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -163,6 +168,8 @@ impl MockUpstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let cancelled = Arc::new(AtomicUsize::new(0));
         let completed = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let acceptor = tls.map(TlsAcceptor::from);
         let (req_log, cancelled2, completed2) =
             (requests.clone(), cancelled.clone(), completed.clone());
@@ -172,6 +179,7 @@ impl MockUpstream {
                     return;
                 };
                 let _ = tcp.set_nodelay(true);
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 let (req_log, cancelled, completed) =
                     (req_log.clone(), cancelled2.clone(), completed2.clone());
@@ -210,7 +218,11 @@ impl MockUpstream {
                             };
                             let response = handler(&recorded);
                             req_log.lock().unwrap().push(recorded);
-                            Ok::<_, Infallible>(render(response, cancelled, completed).await)
+                            if matches!(response, MockResponse::Abort) {
+                                // An error from the service makes hyper close the connection.
+                                return Err(std::io::Error::other("aborted by the test"));
+                            }
+                            Ok(render(response, cancelled, completed).await)
                         }
                     });
                     let builder =
@@ -233,6 +245,7 @@ impl MockUpstream {
             requests,
             cancelled_streams: cancelled,
             completed_streams: completed,
+            connections,
             task,
         }
     }
@@ -292,6 +305,7 @@ async fn render(
             std::future::pending::<()>().await;
             unreachable!()
         }
+        MockResponse::Abort => unreachable!("answered by closing the connection"),
     }
 }
 

@@ -312,7 +312,11 @@ fn start_ecluse(extra: &str) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_ecluse"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        // Per-call log lines are `info`; ECLUSE_BENCH_RUST_LOG=info times them.
+        .env(
+            "RUST_LOG",
+            std::env::var("ECLUSE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

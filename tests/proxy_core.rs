@@ -188,7 +188,11 @@ async fn a_pooled_connection_the_upstream_drops_is_retried_on_a_new_one() {
         .await;
         assert_eq!(resp.status(), 200, "{}", proxy.logs());
     }
-    assert_eq!(seen.load(Ordering::SeqCst), 3, "the dropped call was sent again");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "the dropped call was sent again"
+    );
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
 }
 

@@ -10,7 +10,7 @@ use crate::classify::DataDoc;
 use crate::entity::{Entity, Kind, Registry};
 use crate::listener::connect::Authority;
 use crate::llm::ParsedCall;
-use crate::policy::rego::{object, optional_number, optional_string, ToRego};
+use crate::policy::rego::{object_of, optional_number, optional_string, ToRego};
 
 /// How the client reached the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -181,46 +181,69 @@ pub fn request_doc<'a>(
     }
 }
 
+const REQUEST_FIELDS: [&str; 9] = [
+    "method",
+    "path",
+    "api",
+    "operation",
+    "model",
+    "stream",
+    "headers",
+    "body_bytes",
+    "parse_error",
+];
+
 impl ToRego for RequestDoc {
     fn to_rego(&self) -> regorus::Value {
-        let headers: BTreeMap<regorus::Value, regorus::Value> = self
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().into(), value.as_str().into()))
-            .collect();
-        object([
-            ("method", self.method.as_str().into()),
-            ("path", self.path.as_str().into()),
-            ("api", optional_string(self.api.as_deref())),
-            ("operation", optional_string(self.operation.as_deref())),
-            ("model", optional_string(self.model.as_deref())),
-            ("stream", self.stream.into()),
-            ("headers", headers.into()),
-            ("body_bytes", self.body_bytes.into()),
-            ("parse_error", optional_string(self.parse_error.as_deref())),
-        ])
+        object_of(&REQUEST_FIELDS, |name| self.field_to_rego(name))
+    }
+
+    fn field_to_rego(&self, name: &str) -> Option<regorus::Value> {
+        Some(match name {
+            "method" => self.method.as_str().into(),
+            "path" => self.path.as_str().into(),
+            "api" => optional_string(self.api.as_deref()),
+            "operation" => optional_string(self.operation.as_deref()),
+            "model" => optional_string(self.model.as_deref()),
+            "stream" => self.stream.into(),
+            "headers" => self
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().into(), value.as_str().into()))
+                .collect::<BTreeMap<regorus::Value, regorus::Value>>()
+                .into(),
+            "body_bytes" => self.body_bytes.into(),
+            "parse_error" => optional_string(self.parse_error.as_deref()),
+            _ => return None,
+        })
     }
 }
 
+const DATA_FIELDS: [&str; 4] = [
+    "classification",
+    "retention",
+    "retention_max_seconds",
+    "pii",
+];
+
 impl ToRego for DataDoc {
     fn to_rego(&self) -> regorus::Value {
-        let pii: BTreeMap<regorus::Value, regorus::Value> = self
-            .pii
-            .iter()
-            .map(|(kind, count)| ((*kind).into(), (*count).into()))
-            .collect();
-        object([
-            (
-                "classification",
-                optional_string(self.classification.as_deref()),
-            ),
-            ("retention", optional_string(self.retention.as_deref())),
-            (
-                "retention_max_seconds",
-                optional_number(self.retention_max_seconds),
-            ),
-            ("pii", pii.into()),
-        ])
+        object_of(&DATA_FIELDS, |name| self.field_to_rego(name))
+    }
+
+    fn field_to_rego(&self, name: &str) -> Option<regorus::Value> {
+        Some(match name {
+            "classification" => optional_string(self.classification.as_deref()),
+            "retention" => optional_string(self.retention.as_deref()),
+            "retention_max_seconds" => optional_number(self.retention_max_seconds),
+            "pii" => self
+                .pii
+                .iter()
+                .map(|(kind, count)| ((*kind).into(), (*count).into()))
+                .collect::<BTreeMap<regorus::Value, regorus::Value>>()
+                .into(),
+            _ => return None,
+        })
     }
 }
 

@@ -593,6 +593,88 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_key_built_from_parts_equals_the_key_of_the_whole_input() {
+        use super::super::input::{request_doc, Scheme};
+        use super::super::{DecisionCache, RequestParts};
+        let targets = BTreeMap::new();
+        let context = Context {
+            targets: &targets,
+            timeout: Duration::from_millis(500),
+        };
+        let snapshot = compile(&PolicyFiles::embedded(), &context, "t".into(), "t".into()).unwrap();
+        let authority = crate::listener::connect::Authority::new("api.openai.com", 443);
+        let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
+        let body = r#"{"model":"gpt-4o","messages":[]}"#;
+        let call = crate::llm::parse_request(
+            Some("openai"),
+            "POST",
+            "/v1/chat/completions",
+            body.as_bytes(),
+        );
+        let request = request_doc(
+            "POST",
+            "/v1/chat/completions",
+            [("x-team", b"payments".as_slice())].into_iter(),
+            body.len(),
+            &call,
+        );
+        let mut data =
+            crate::classify::declared(Some(b"personal".as_slice()), Some(b"1h".as_slice()))
+                .unwrap();
+        data.pii.insert("email", 2);
+        let source: regorus::Value =
+            serde_json::from_str::<regorus::Value>(r#"{"workload":"billing","namespace":"pay"}"#)
+                .unwrap();
+        let parts = RequestParts {
+            destination: &destination,
+            request: &request,
+            data: &data,
+            source: &source,
+        };
+        let path = |p: &[&str]| {
+            p.iter()
+                .map(|s| regorus::Value::from(*s))
+                .collect::<Vec<_>>()
+        };
+        let mut paths = snapshot.decisions.as_ref().unwrap().paths.clone();
+        assert!(!paths.is_empty());
+        for extra in [
+            &[][..],
+            &["request"],
+            &["data"],
+            &["destination"],
+            &["source"],
+            &["version"],
+            &["stage"],
+            &["stage", "deeper"],
+            &["request", "headers", "x-team"],
+            &["request", "headers", "x-absent"],
+            &["request", "model", "deeper"],
+            &["request", "absent"],
+            &["data", "pii", "email"],
+            &["data", "retention_max_seconds"],
+            &["destination", "host"],
+            &["source", "workload"],
+            &["absent"],
+        ] {
+            paths.push(path(extra));
+        }
+        paths.push(vec![regorus::Value::from(7u64)]);
+        let cache = DecisionCache {
+            paths,
+            entries: Default::default(),
+        };
+        let from_parts = cache.key_from_parts(&parts);
+        let whole = cache.key(&parts.input());
+        for ((got, want), path) in from_parts.iter().zip(&whole).zip(&cache.paths) {
+            assert_eq!(got, want, "{path:?}");
+        }
+        assert_eq!(from_parts.len(), whole.len());
+        // The key does see what a path reads.
+        assert!(whole.iter().any(|v| *v == regorus::Value::from("payments")));
+    }
+
     fn connect_is_remembered(snapshot: &Snapshot) -> bool {
         let authority = crate::listener::connect::Authority::new("api.openai.com", 443);
         let destination =

@@ -124,23 +124,83 @@ struct DecisionCache {
 const DECISION_CACHE: usize = 4096;
 
 impl DecisionCache {
+    /// The key of a whole input document.
+    #[cfg(test)]
     fn key(&self, input: &regorus::Value) -> Vec<regorus::Value> {
+        self.paths.iter().map(|path| walk(input, path)).collect()
+    }
+
+    /// The key of the input that [`RequestParts::input`] would build,
+    /// building only the fields the paths read: a remembered decision then
+    /// costs no full input document.
+    fn key_from_parts(&self, parts: &RequestParts<'_>) -> Vec<regorus::Value> {
         self.paths
             .iter()
             .map(|path| {
-                let mut value = input;
-                for field in path {
-                    match value {
-                        regorus::Value::Object(fields) => match fields.get(field) {
-                            Some(inner) => value = inner,
-                            None => return regorus::Value::Undefined,
-                        },
-                        _ => return regorus::Value::Undefined,
-                    }
+                let Some((root, rest)) = path.split_first() else {
+                    return parts.input();
+                };
+                let Ok(root) = root.as_string() else {
+                    return regorus::Value::Undefined;
+                };
+                let doc: &dyn ToRego = match root.as_ref() {
+                    "version" => return walk(&INPUT_VERSION.into(), rest),
+                    "stage" => return walk(&REQUEST_STAGE.into(), rest),
+                    "destination" => return walk(&parts.destination.value, rest),
+                    "source" => return walk(parts.source, rest),
+                    "request" => parts.request,
+                    "data" => parts.data,
+                    _ => return regorus::Value::Undefined,
+                };
+                let Some((field, rest)) = rest.split_first() else {
+                    return doc.to_rego();
+                };
+                match field.as_string().ok().and_then(|f| doc.field_to_rego(f)) {
+                    Some(value) => walk(&value, rest),
+                    None => regorus::Value::Undefined,
                 }
-                value.clone()
             })
             .collect()
+    }
+}
+
+/// The value at `path` under `value`, `Undefined` where a step is missing.
+fn walk(value: &regorus::Value, path: &[regorus::Value]) -> regorus::Value {
+    let mut value = value;
+    for field in path {
+        match value {
+            regorus::Value::Object(fields) => match fields.get(field) {
+                Some(inner) => value = inner,
+                None => return regorus::Value::Undefined,
+            },
+            _ => return regorus::Value::Undefined,
+        }
+    }
+    value.clone()
+}
+
+const INPUT_VERSION: u64 = 1;
+const REQUEST_STAGE: &str = "request";
+
+/// What a request decision's input is built from.
+struct RequestParts<'a> {
+    destination: &'a Destination,
+    request: &'a RequestDoc,
+    data: &'a DataDoc,
+    source: &'a regorus::Value,
+}
+
+impl RequestParts<'_> {
+    /// The whole input document.
+    fn input(&self) -> regorus::Value {
+        rego::object([
+            ("version", INPUT_VERSION.into()),
+            ("stage", REQUEST_STAGE.into()),
+            ("destination", self.destination.value.clone()),
+            ("request", self.request.to_rego()),
+            ("data", self.data.to_rego()),
+            ("source", self.source.clone()),
+        ])
     }
 }
 
@@ -284,23 +344,21 @@ impl Snapshot {
         data: &DataDoc,
         source: &regorus::Value,
     ) -> Decision {
-        let input = rego::object([
-            ("version", 1u64.into()),
-            ("stage", "request".into()),
-            ("destination", destination.value.clone()),
-            ("request", request.to_rego()),
-            ("data", data.to_rego()),
-            ("source", source.clone()),
-        ]);
-        let Some(cache) = &self.decisions else {
-            return self.evaluate_request(input);
+        let parts = RequestParts {
+            destination,
+            request,
+            data,
+            source,
         };
-        let key = cache.key(&input);
+        let Some(cache) = &self.decisions else {
+            return self.evaluate_request(parts.input());
+        };
+        let key = cache.key_from_parts(&parts);
         let entries = || cache.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = entries().get(&key) {
             return known.clone();
         }
-        let decision = self.evaluate_request(input);
+        let decision = self.evaluate_request(parts.input());
         if decision.rule != POLICY_ERROR_RULE {
             let mut entries = entries();
             if entries.len() >= DECISION_CACHE {

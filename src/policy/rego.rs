@@ -145,6 +145,22 @@ pub fn to_value<I: Serialize>(document: &I) -> Result<regorus::Value, EvalError>
 /// `to_value` of the same document; the unit tests check both ways agree.
 pub trait ToRego {
     fn to_rego(&self) -> regorus::Value;
+
+    /// One top-level field as `to_rego()` holds it, built alone; `None`
+    /// when the document has no such field.
+    fn field_to_rego(&self, name: &str) -> Option<regorus::Value>;
+}
+
+/// An object of the named fields that `field` gives.
+pub(crate) fn object_of(
+    names: &[&str],
+    field: impl Fn(&str) -> Option<regorus::Value>,
+) -> regorus::Value {
+    names
+        .iter()
+        .filter_map(|name| Some((regorus::Value::from(*name), field(name)?)))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into()
 }
 
 /// An object from its fields. The result is in regorus's compact sorted

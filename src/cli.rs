@@ -93,6 +93,12 @@ enum CaCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    let code = run_command(cli);
+    crate::log_sink::flush_installed(std::time::Duration::from_secs(2));
+    code
+}
+
+fn run_command(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => {
             let config = match load_config(config.as_deref()) {
@@ -214,13 +220,28 @@ fn init_logging() {
     let env = env_logger::Env::default().default_filter_or(
         "info,pingora_core=warn,pingora_proxy=warn,pingora=warn,rustls=warn,regorus=warn",
     );
-    env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .target(env_logger::Target::Stderr)
-        .init();
+    let target = match crate::log_sink::LogSink::spawn(Box::new(std::io::stderr())) {
+        Ok(sink) => {
+            sink.install();
+            env_logger::Target::Pipe(Box::new(sink))
+        }
+        Err(_) => env_logger::Target::Stderr,
+    };
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.format_timestamp_millis().target(target);
+    // env_logger never colours a pipe target on its own; a terminal still
+    // gets colours unless RUST_LOG_STYLE says otherwise.
+    if std::env::var_os("RUST_LOG_STYLE").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        builder.write_style(env_logger::WriteStyle::Always);
+    }
+    builder.init();
 }
 
 fn fail(message: &str) -> ExitCode {
+    // After the log lines that led here, not before them.
+    crate::log_sink::flush_installed(std::time::Duration::from_secs(2));
     eprintln!("ecluse: {message}");
     ExitCode::FAILURE
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod entity;
 pub mod listener;
 pub mod llm;
+pub mod log_sink;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -88,13 +88,29 @@ impl Write for LogSink {
 
 fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, dropped: &AtomicU64) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
+    // As the audit writer does: while busy, poll every few milliseconds so
+    // that a worker logging a line never pays for waking this thread; once
+    // idle, block until the next line.
+    const POLL: Duration = Duration::from_millis(2);
+    const IDLE_POLLS: u32 = 50;
+    let mut idle = IDLE_POLLS;
     let mut acks = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
+    loop {
+        let mut next = if idle >= IDLE_POLLS {
+            match receiver.recv() {
+                Ok(message) => Some(message),
+                Err(_) => break,
+            }
+        } else {
+            std::thread::sleep(POLL);
+            receiver.try_recv().ok()
+        };
+        let mut wrote = false;
         while let Some(message) = next {
             match message {
                 Message::Line(line) => {
                     let _ = out.write_all(&line);
+                    wrote = true;
                 }
                 Message::Flush(ack) => acks.push(ack),
             }
@@ -106,12 +122,19 @@ fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, dropped: &Atom
                 out,
                 "ecluse: {lost} log lines dropped: stderr was not read fast enough"
             );
+            wrote = true;
         }
-        let _ = out.flush();
+        if wrote {
+            idle = 0;
+            let _ = out.flush();
+        } else {
+            idle += 1;
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
     }
+    let _ = out.flush();
 }
 
 #[cfg(test)]

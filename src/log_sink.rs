@@ -5,8 +5,8 @@
 //! and counted, and the count is written as soon as the queue drains.
 
 use std::io::{BufWriter, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,23 +22,32 @@ enum Message {
 
 /// A `Write` for the logger: each write is one line, queued.
 pub struct LogSink {
-    sender: SyncSender<Message>,
-    dropped: Arc<AtomicU64>,
+    sender: Sender<Message>,
+    counts: Arc<Counts>,
+}
+
+/// The queue is bounded by count rather than by a bounded channel, which
+/// would allocate all its slots up front: memory a resting sidecar holds
+/// for nothing.
+#[derive(Default)]
+struct Counts {
+    queued: AtomicUsize,
+    dropped: AtomicU64,
 }
 
 /// The sink installed for the process, kept to flush it on exit.
-static INSTALLED: Mutex<Option<SyncSender<Message>>> = Mutex::new(None);
+static INSTALLED: Mutex<Option<Sender<Message>>> = Mutex::new(None);
 
 impl LogSink {
     /// A sink that writes to `out` from a new thread.
     pub fn spawn(out: Box<dyn Write + Send>) -> std::io::Result<LogSink> {
-        let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let counted = dropped.clone();
+        let (sender, receiver) = mpsc::channel();
+        let counts = Arc::new(Counts::default());
+        let drained = counts.clone();
         std::thread::Builder::new()
             .name("ecluse-log".into())
-            .spawn(move || drain(receiver, out, &counted))?;
-        Ok(LogSink { sender, dropped })
+            .spawn(move || drain(receiver, out, &drained))?;
+        Ok(LogSink { sender, counts })
     }
 
     /// Makes this the sink [`flush_installed`] waits for.
@@ -61,9 +70,8 @@ pub fn flush_installed(timeout: Duration) {
     }
 }
 
-fn flush_sender(sender: &SyncSender<Message>, timeout: Duration) -> bool {
+fn flush_sender(sender: &Sender<Message>, timeout: Duration) -> bool {
     let (ack, acked) = mpsc::channel();
-    // Blocking here is fine: this is the exit path, not a call's.
     if sender.send(Message::Flush(ack)).is_err() {
         return false;
     }
@@ -72,11 +80,12 @@ fn flush_sender(sender: &SyncSender<Message>, timeout: Duration) -> bool {
 
 impl Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.sender.try_send(Message::Line(buf.to_vec())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let counts = &self.counts;
+        let queued = counts.queued.fetch_add(1, Ordering::Relaxed) < QUEUE_LINES
+            && self.sender.send(Message::Line(buf.to_vec())).is_ok();
+        if !queued {
+            counts.queued.fetch_sub(1, Ordering::Relaxed);
+            counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
         Ok(buf.len())
     }
@@ -86,8 +95,8 @@ impl Write for LogSink {
     }
 }
 
-fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, dropped: &AtomicU64) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
+fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, counts: &Counts) {
+    let mut out = BufWriter::with_capacity(8 * 1024, out);
     // As the audit writer does: while busy, poll every few milliseconds so
     // that a worker logging a line never pays for waking this thread; once
     // idle, block until the next line.
@@ -109,6 +118,7 @@ fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, dropped: &Atom
         while let Some(message) = next {
             match message {
                 Message::Line(line) => {
+                    counts.queued.fetch_sub(1, Ordering::Relaxed);
                     let _ = out.write_all(&line);
                     wrote = true;
                 }
@@ -116,7 +126,7 @@ fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, dropped: &Atom
             }
             next = receiver.try_recv().ok();
         }
-        let lost = dropped.swap(0, Ordering::Relaxed);
+        let lost = counts.dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
             let _ = writeln!(
                 out,

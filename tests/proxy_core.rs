@@ -20,12 +20,13 @@ struct Setup {
 
 /// A TLS mock for api.openai.com and ecluse pointed at it.
 async fn setup(extra: &str) -> Setup {
+    setup_with(openai_handler(), extra).await
+}
+
+/// The same, the mock answering with `handler`.
+async fn setup_with(handler: Handler, extra: &str) -> Setup {
     let pki = TestPki::new();
-    let openai = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        openai_handler(),
-    )
-    .await;
+    let openai = MockUpstream::start(Some(pki.server_config(&["api.openai.com"])), handler).await;
     let yaml = format!(
         "{}{extra}",
         upstream_yaml(&[("api.openai.com:443", openai.addr)], Some(&pki.ca_path))
@@ -159,75 +160,66 @@ async fn upstream_connections_are_reused_across_client_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_upstream_drops_is_retried_on_a_new_one() {
-    let pki = TestPki::new();
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen_by_handler = seen.clone();
-    let upstream = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        Arc::new(move |req: &Recorded| {
-            // The second request arrives on the parked connection: drop it.
-            if seen_by_handler.fetch_add(1, Ordering::SeqCst) == 1 {
-                return MockResponse::Abort;
-            }
-            MockResponse::json(200, serde_json::json!({"path": req.path}))
-        }),
-    )
-    .await;
-    let proxy = Proxy::start(&upstream_yaml(
-        &[("api.openai.com:443", upstream.addr)],
-        Some(&pki.ca_path),
-    ));
+    let handler: Handler = Arc::new(move |req: &Recorded| {
+        // The second request arrives on the parked connection: drop it.
+        if seen_by_handler.fetch_add(1, Ordering::SeqCst) == 1 {
+            return MockResponse::Abort;
+        }
+        MockResponse::json(200, serde_json::json!({"path": req.path}))
+    });
+    let s = setup_with(handler, "").await;
     for _ in 0..2 {
-        let tls = proxy
-            .connect_tls("api.openai.com:443", &[b"http/1.1"])
-            .await;
-        let resp = http1_send(
-            tls,
-            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
-        )
-        .await;
-        assert_eq!(resp.status(), 200, "{}", proxy.logs());
+        assert_eq!(
+            call_on_a_new_connection(&s.proxy).await,
+            200,
+            "{}",
+            s.proxy.logs()
+        );
     }
     assert_eq!(
         seen.load(Ordering::SeqCst),
         3,
         "the dropped call was sent again"
     );
-    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(s.openai.connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_answers_connection_close_is_not_reused() {
-    let pki = TestPki::new();
-    let upstream = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        Arc::new(|_req: &Recorded| MockResponse::Full {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("connection".into(), "close".into()),
-            ],
-            body: Bytes::from_static(b"{}"),
-        }),
+    let handler: Handler = Arc::new(|_req: &Recorded| MockResponse::Full {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("connection".into(), "close".into()),
+        ],
+        body: Bytes::from_static(b"{}"),
+    });
+    let s = setup_with(handler, "").await;
+    for _ in 0..3 {
+        assert_eq!(
+            call_on_a_new_connection(&s.proxy).await,
+            200,
+            "{}",
+            s.proxy.logs()
+        );
+    }
+    assert_eq!(s.openai.recorded().len(), 3);
+    assert_eq!(s.openai.connections.load(Ordering::SeqCst), 3);
+}
+
+/// One chat call on a new client connection (CONNECT, handshake); its status.
+async fn call_on_a_new_connection(proxy: &Proxy) -> u16 {
+    let tls = proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let resp = http1_send(
+        tls,
+        post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
     )
     .await;
-    let proxy = Proxy::start(&upstream_yaml(
-        &[("api.openai.com:443", upstream.addr)],
-        Some(&pki.ca_path),
-    ));
-    for _ in 0..3 {
-        let tls = proxy
-            .connect_tls("api.openai.com:443", &[b"http/1.1"])
-            .await;
-        let resp = http1_send(
-            tls,
-            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
-        )
-        .await;
-        assert_eq!(resp.status(), 200, "{}", proxy.logs());
-    }
-    assert_eq!(upstream.recorded().len(), 3);
-    assert_eq!(upstream.connections.load(Ordering::SeqCst), 3);
+    resp.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,9 +94,9 @@ fn prompt_with_pii(bytes: usize) -> serde_json::Value {
 
 fn pii_scan(c: &mut Criterion) {
     for (name, size) in [("pii_scan_4KiB", 4 << 10), ("pii_scan_1MiB", 1 << 20)] {
-        let body = prompt_with_pii(size);
+        let body = serde_json::to_vec(&prompt_with_pii(size)).unwrap();
         c.bench_function(name, |b| {
-            b.iter(|| ecluse::classify::scan_json(black_box(&body)))
+            b.iter(|| ecluse::classify::body::scan_body(Some("application/json"), black_box(&body)))
         });
     }
 }
@@ -150,8 +150,10 @@ fn policy_evaluation(c: &mut Criterion) {
     // have their own benches), then the whole decision step of a call.
     let parse_and_scan = || {
         let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", &body);
-        let mut data = ecluse::classify::declared(Some(b"internal"), None).unwrap();
-        data.pii = ecluse::classify::scan_json(call.json.as_ref().unwrap());
+        let scan = ecluse::classify::body::scan_body(Some("application/json"), &body);
+        let data = ecluse::classify::declared(Some(b"internal"), None)
+            .unwrap()
+            .with_scan(scan.pii, scan.unread, false);
         (call, data)
     };
     let input_and_eval = |call: &ecluse::llm::ParsedCall, data: &ecluse::classify::DataDoc| {

@@ -35,6 +35,17 @@ decision := lib.connect(
 ) if {
 	lib.unregistered_llm_host(dest.host)
 } else := lib.connect(
+	"tunnel", "connect.inspect_exception",
+	sprintf("%s is not a registered LLM API and is listed in settings.inspect_exceptions", [dest.host]),
+) if {
+	data.settings.non_llm_hosts == "inspect"
+	lib.inspect_exception(dest.host)
+} else := lib.connect(
+	"intercept", "connect.inspect_unregistered",
+	sprintf("%s is not a registered LLM API: intercepted so that no LLM API call reaches it unregistered (settings.non_llm_hosts is inspect)", [dest.host]),
+) if {
+	data.settings.non_llm_hosts == "inspect"
+} else := lib.connect(
 	"tunnel", "connect.non_llm_host",
 	sprintf("%s is not an LLM API", [dest.host]),
 ) if {

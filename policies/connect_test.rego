@@ -35,7 +35,8 @@ test_ip_literal_is_denied if {
 }
 
 test_unregistered_llm_api_is_denied if {
-	d := decide(unknown("api.groq.com"))
+	d := connect.decision with input as {"stage": "connect", "destination": unknown("llm.example.net"), "source": {}}
+		with data.settings.unregistered_llm_hosts as ["*.example.net"]
 	d.action == "deny"
 	d.rule == "connect.unregistered_llm_api"
 }
@@ -57,4 +58,27 @@ test_unregistered_llm_hosts_come_from_data if {
 	d := connect.decision with input as {"stage": "connect", "destination": unknown("api.groq.com"), "source": {}}
 		with data.settings.unregistered_llm_hosts as []
 	d.action == "tunnel"
+}
+
+test_inspect_mode_intercepts_unregistered_hosts if {
+	d := connect.decision with input as {"stage": "connect", "destination": unknown("files.example.com"), "source": {}}
+		with data.settings.non_llm_hosts as "inspect"
+	d.action == "intercept"
+	d.rule == "connect.inspect_unregistered"
+}
+
+test_inspect_exceptions_are_tunnelled if {
+	d := connect.decision with input as {"stage": "connect", "destination": unknown("updates.pinned.example"), "source": {}}
+		with data.settings.non_llm_hosts as "inspect"
+		with data.settings.inspect_exceptions as ["*.pinned.example"]
+	d.action == "tunnel"
+	d.rule == "connect.inspect_exception"
+}
+
+test_inspect_mode_still_denies_known_unregistered_llm_hosts if {
+	d := connect.decision with input as {"stage": "connect", "destination": unknown("api.perplexity.ai"), "source": {}}
+		with data.settings.non_llm_hosts as "inspect"
+		with data.settings.unregistered_llm_hosts as ["api.perplexity.ai"]
+	d.action == "deny"
+	d.rule == "connect.unregistered_llm_api"
 }

@@ -2,7 +2,9 @@
 # document {"allowed", "reason", "rule", "http_status", "route", "headers"}.
 #
 # Order matters: the first matching rule decides.
-#   1. destinations without a registry entry are denied;
+#   1. destinations without a registry entry are denied (with
+#      settings.non_llm_hosts = "inspect", only calls shaped like an LLM API
+#      call are; everything else to an unregistered host passes);
 #   2. special-category data only reaches in-cluster models;
 #   3. personal or confidential data never reaches an entity within US CLOUD
 #      Act reach, nor one outside the EEA without an adequacy decision;
@@ -23,15 +25,42 @@ package ecluse.egress
 
 import data.ecluse.lib
 
-# The declared classification wins; undeclared text in which the scan found
-# personal data counts as personal.
+# ecluse puts the strictest of declared and detected in
+# input.data.classification (the declaration alone where
+# settings.trust_declared_classification is true). Undeclared content that the
+# scan could not fully read (binary uploads, media, unknown codings) counts as
+# confidential: what it holds is unknown. Only what is undeclared, unread and
+# clean falls back to the default.
 classification := input.data.classification if {
 	input.data.classification != null
 } else := "personal" if {
 	lib.pii_found
+} else := "confidential" if {
+	input.data.scan != "complete"
 } else := data.settings.default_classification
 
+# Appended to a refusal's reason when the classification came from content
+# the scan could not read, so the app's team sees what to declare or change.
+unread_note := sprintf(" (undeclared content that could not be scanned: %s)", [concat("; ", [sprintf("%s at %s: %s", [u.reason, u.where, u.detail]) | some u in input.data.scan])]) if {
+	input.data.classification == null
+	input.data.scan != "complete"
+} else := ""
+
 decision := lib.deny(
+	"egress.unregistered_llm_api",
+	sprintf("%s %s to %s is shaped like an LLM API call, and %s has no entity registry entry: its legal entity is unknown", [input.request.method, input.request.path, input.destination.host, input.destination.host]),
+) if {
+	input.destination.provider == null
+	input.request.llm_shaped
+} else := {
+	"allowed": true, "rule": "egress.inspected_non_llm",
+	"reason": sprintf("%s is not a registered LLM API and the call is not shaped like an LLM API call", [input.destination.host]),
+	"http_status": 200, "route": null, "headers": {},
+} if {
+	input.destination.provider == null
+	input.request.llm_shaped == false
+	data.settings.non_llm_hosts == "inspect"
+} else := lib.deny(
 	"egress.unregistered_destination",
 	sprintf("%s has no entity registry entry: its legal entity is unknown", [input.destination.host]),
 ) if {
@@ -75,24 +104,24 @@ special_category := lib.reroute(
 
 cloud_act := lib.reroute(
 	"egress.personal_data_cloud_act",
-	sprintf("%s data may not reach %s, a %s entity within US CLOUD Act reach: rerouted to target %s", [classification, input.destination.entity.name, input.destination.entity.jurisdiction, target]),
+	sprintf("%s data%s may not reach %s, a %s entity within US CLOUD Act reach: rerouted to target %s", [classification, unread_note, input.destination.entity.name, input.destination.entity.jurisdiction, target]),
 	target,
 ) if {
 	target := reroute_target(classification)
 } else := lib.deny(
 	"egress.personal_data_cloud_act",
-	sprintf("%s data may not reach %s, a %s entity within US CLOUD Act reach, and no EU target is configured for %s calls", [classification, input.destination.entity.name, input.destination.entity.jurisdiction, operation]),
+	sprintf("%s data%s may not reach %s, a %s entity within US CLOUD Act reach, and no EU target is configured for %s calls", [classification, unread_note, input.destination.entity.name, input.destination.entity.jurisdiction, operation]),
 )
 
 no_adequacy := lib.reroute(
 	"egress.personal_data_adequacy",
-	sprintf("%s data may not reach %s (%s): not an EEA processor and no adequacy decision; rerouted to target %s", [classification, input.destination.entity.name, input.destination.entity.jurisdiction, target]),
+	sprintf("%s data%s may not reach %s (%s): not an EEA processor and no adequacy decision; rerouted to target %s", [classification, unread_note, input.destination.entity.name, input.destination.entity.jurisdiction, target]),
 	target,
 ) if {
 	target := reroute_target(classification)
 } else := lib.deny(
 	"egress.personal_data_adequacy",
-	sprintf("%s data may not reach %s (%s): not an EEA processor and no adequacy decision", [classification, input.destination.entity.name, input.destination.entity.jurisdiction]),
+	sprintf("%s data%s may not reach %s (%s): not an EEA processor and no adequacy decision", [classification, unread_note, input.destination.entity.name, input.destination.entity.jurisdiction]),
 )
 
 zero_retention := lib.reroute(

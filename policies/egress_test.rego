@@ -260,3 +260,91 @@ test_unknown_provider_retention_never_meets_a_limit if {
 	not d.allowed
 	d.rule == "egress.retention_limit"
 }
+
+# Declared and detected, and what the scan could not read.
+
+with_data(i, extra) := object.union(i, {"data": object.union(i.data, extra)})
+
+upload := {"reason": "binary_upload", "where": "part file", "detail": "audio/wav, 1024 bytes, file call.wav"}
+
+test_undeclared_unreadable_content_is_confidential_and_rerouted if {
+	i := with_data(call(openai, null, null, null, {}), {"declared_classification": null, "scan": [upload]})
+	d := decide(i)
+	d.allowed
+	d.route.target == "mistral"
+	d.rule == "egress.personal_data_cloud_act"
+	startswith(d.reason, "confidential data (undeclared content that could not be scanned: binary_upload at part file: audio/wav")
+}
+
+test_undeclared_unreadable_content_without_a_target_is_denied_saying_what if {
+	i := with_data(call(openai, null, null, null, {}), {"scan": [upload]})
+	d := egress.decision with input as i with data.targets as {}
+	not d.allowed
+	d.http_status == 403
+	contains(d.reason, "could not be scanned: binary_upload at part file")
+}
+
+test_undeclared_unreadable_content_may_reach_an_eu_processor if {
+	i := with_data(call(mistral, null, null, null, {}), {"scan": [upload]})
+	d := decide(i)
+	d.allowed
+	d.route == null
+	contains(d.reason, "confidential data may go to Mistral AI SAS")
+}
+
+test_declared_public_uploads_pass_as_declared if {
+	i := with_data(call(openai, "public", null, null, {}), {"declared_classification": "public", "scan": [upload]})
+	d := decide(i)
+	d.allowed
+	d.route == null
+	d.rule == "egress.allowed"
+}
+
+test_detected_personal_data_outranks_a_public_declaration if {
+	# ecluse raises the classification; the policy decides on it.
+	i := with_data(call(openai, "personal", null, null, {"iban": 1}), {"declared_classification": "public", "scan": "complete"})
+	d := decide(i)
+	d.route.target == "mistral"
+	startswith(d.reason, "personal data may not reach OpenAI OpCo, LLC")
+}
+
+test_complete_scans_of_clean_undeclared_calls_use_the_default if {
+	i := with_data(call(openai, null, null, null, {}), {"scan": "complete"})
+	d := decide(i)
+	d.allowed
+	d.rule == "egress.allowed"
+	contains(d.reason, "internal data")
+}
+
+# Unregistered destinations.
+
+unregistered := object.union(openai, {"host": "llm.example.net", "provider": null, "api": null, "entity": null, "retention": null})
+
+with_request(i, extra) := object.union(i, {"request": object.union(i.request, extra)})
+
+test_llm_shaped_calls_to_unregistered_hosts_are_refused if {
+	i := with_request(call(unregistered, "public", null, null, {}), {"llm_shaped": true})
+	d := egress.decision with input as i with data.targets as targets with data.settings.non_llm_hosts as "inspect"
+	not d.allowed
+	d.rule == "egress.unregistered_llm_api"
+	contains(d.reason, "shaped like an LLM API call")
+}
+
+test_other_calls_to_unregistered_hosts_pass_when_inspected if {
+	i := with_request(call(unregistered, null, null, null, {}), {"llm_shaped": false, "operation": null, "api": null, "path": "/upload"})
+	d := egress.decision with input as i with data.targets as targets with data.settings.non_llm_hosts as "inspect"
+	d.allowed
+	d.rule == "egress.inspected_non_llm"
+}
+
+test_unregistered_hosts_are_refused_when_not_inspecting if {
+	i := with_request(call(unregistered, null, null, null, {}), {"llm_shaped": false})
+	d := decide(i)
+	not d.allowed
+	d.rule == "egress.unregistered_destination"
+}
+
+test_a_missing_shape_flag_is_refused if {
+	d := egress.decision with input as call(unregistered, null, null, null, {}) with data.targets as targets with data.settings.non_llm_hosts as "inspect"
+	not d.allowed
+}

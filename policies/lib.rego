@@ -26,6 +26,13 @@ unregistered_llm_host(host) if {
 	glob.match(pattern, ["."], host)
 }
 
+# Hosts that settings.non_llm_hosts = "inspect" still tunnels blind: clients
+# that pin their certificates, and traffic too heavy to inspect.
+inspect_exception(host) if {
+	some pattern in data.settings.inspect_exceptions
+	glob.match(pattern, ["."], host)
+}
+
 # The scan of the request text found personal data.
 pii_found if {
 	some count in input.data.pii

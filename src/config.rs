@@ -243,6 +243,9 @@ pub struct Limits {
     #[serde(deserialize_with = "de_size")]
     pub max_header_bytes: usize,
     pub max_header_count: usize,
+    /// How many times its sent size a content-coded request body may grow
+    /// when decoded for the scan (beyond 1 MiB decoded); more is a 413.
+    pub max_decoded_ratio: usize,
     /// Client connections served at once (tunnels included); more get a 503.
     pub max_connections: usize,
 }
@@ -253,6 +256,7 @@ impl Default for Limits {
             max_request_body: 10 * 1024 * 1024,
             max_header_bytes: 32 * 1024,
             max_header_count: 100,
+            max_decoded_ratio: 100,
             max_connections: 10_000,
         }
     }

@@ -15,6 +15,7 @@ pub mod log_sink;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod redact;
 pub mod reply;
 pub mod route;
 pub mod source;

@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// The request body exceeds `limits.max_request_body`.
     #[error("request body larger than the {limit}-byte limit")]
     BodyTooLarge { limit: usize },
+    /// The body decodes to more than the limits allow (size or ratio).
+    #[error("{0}")]
+    DecodedTooLarge(String),
     /// The client was too slow sending its request head or body.
     #[error("client did not send its request within {0:?}")]
     ClientTimeout(std::time::Duration),
@@ -100,7 +103,7 @@ impl ProxyError {
             ProxyError::NotAProxyRequest(_) => 400,
             ProxyError::Misdirected { .. } => 421,
             ProxyError::HeadersTooLarge(_) => 431,
-            ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::BodyTooLarge { .. } | ProxyError::DecodedTooLarge(_) => 413,
             ProxyError::ClientTimeout(_) => 408,
             ProxyError::ForbiddenDestination(_) => 403,
             ProxyError::Unresolvable(_) => 502,
@@ -119,7 +122,7 @@ impl ProxyError {
             ProxyError::NotAProxyRequest(_) => "not_a_proxy_request",
             ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
-            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyTooLarge { .. } | ProxyError::DecodedTooLarge(_) => "body_too_large",
             ProxyError::ClientTimeout(_) => "client_timeout",
             ProxyError::ForbiddenDestination(_) => "destination_forbidden",
             ProxyError::Unresolvable(_) => "destination_unresolvable",

@@ -8,57 +8,165 @@ use serde_json::Value;
 /// What a call asks for, as far as the body and path tell.
 #[derive(Debug, Clone, Default)]
 pub struct ParsedCall {
-    /// The API flavour the call was parsed as (`openai`, `anthropic`, ...).
+    /// The API flavour the call was parsed as (`openai`, `anthropic`, ...):
+    /// the registry's for a known host, the one its path matches otherwise.
     pub api: Option<String>,
     /// `chat`, `completions`, `embeddings`, `responses`, `messages`, `models`,
     /// `generate_content`, `converse`, `invoke`, `embed`; `None` when unknown.
     pub operation: Option<&'static str>,
     pub model: Option<String>,
     pub stream: bool,
+    /// Whether the call has the shape of an LLM API call (a known operation's
+    /// path, or a body with prompts or messages), whatever the host.
+    pub llm_shaped: bool,
     /// Why the body could not be read as JSON, when it could not.
     pub parse_error: Option<String>,
-    /// The body as JSON, when it is JSON.
-    pub json: Option<Value>,
+    /// The body's small top-level fields (model, stream, sampling
+    /// parameters), when it is a JSON object; large values are left out so
+    /// that no document tree is built for a large body.
+    pub top: Option<Value>,
 }
 
-/// Parses a call to an API of flavour `api` (the registry's `api` field).
+/// Top-level values up to this size are kept in [`ParsedCall::top`].
+const MAX_TOP_VALUE: usize = 4096;
+
+/// Top-level keys that make a body an LLM call whatever the path.
+const LLM_BODY_KEYS: &[&str] = &[
+    "messages",
+    "prompt",
+    "contents",
+    "inputText",
+    "texts",
+    "system_instruction",
+];
+
+/// Parses a call to an API of flavour `api` (the registry's `api` field),
+/// or, for a host without one, guesses the flavour from the path.
 pub fn parse_request(api: Option<&str>, method: &str, path: &str, body: &[u8]) -> ParsedCall {
     let path_only = path.split('?').next().unwrap_or(path);
-    let (json, parse_error) = if body.is_empty() {
-        (None, None)
+    let (top, keys, parse_error) = if body.is_empty() {
+        (None, Vec::new(), None)
     } else {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(format!("body is not JSON: {e}"))),
+        match top_level(body) {
+            Ok((top, keys)) => (top, keys, None),
+            Err(e) => (None, Vec::new(), Some(format!("body is not JSON: {e}"))),
         }
     };
-    let body_model = json
+    let body_model = top
         .as_ref()
         .and_then(|v| v.get("model"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let body_stream = json
+    let body_stream = top
         .as_ref()
         .and_then(|v| v.get("stream"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let (operation, path_model, path_stream) = match api {
-        Some("openai") => (openai_operation(method, path_only), None, false),
-        Some("anthropic") => (anthropic_operation(method, path_only), None, false),
-        Some("gemini") => gemini_operation(path_only),
-        Some("bedrock") => bedrock_operation(path_only),
-        Some("cohere") => (cohere_operation(method, path_only), None, false),
-        Some("aleph_alpha") => (aleph_alpha_operation(method, path_only), None, false),
-        _ => (None, None, false),
+    let (api, (operation, path_model, path_stream)) = match api {
+        Some(api) => (Some(api), operation_of(api, method, path_only)),
+        None => guess_api(method, path_only),
     };
+    let body_shaped = keys.iter().any(|k| LLM_BODY_KEYS.contains(&k.as_str()))
+        || (keys.iter().any(|k| k == "model") && keys.iter().any(|k| k == "input"));
     ParsedCall {
         api: api.map(str::to_string),
         operation,
         model: body_model.or(path_model),
         stream: body_stream || path_stream,
+        llm_shaped: operation.is_some() || body_shaped,
         parse_error,
-        json,
+        top,
+    }
+}
+
+type PathFacts = (Option<&'static str>, Option<String>, bool);
+
+fn operation_of(api: &str, method: &str, path: &str) -> PathFacts {
+    match api {
+        "openai" => (openai_operation(method, path), None, false),
+        "anthropic" => (anthropic_operation(method, path), None, false),
+        "gemini" => gemini_operation(path),
+        "bedrock" => bedrock_operation(path),
+        "cohere" => (cohere_operation(method, path), None, false),
+        "aleph_alpha" => (aleph_alpha_operation(method, path), None, false),
+        _ => (None, None, false),
+    }
+}
+
+/// The first API flavour whose paths the request matches, for hosts the
+/// registry does not know.
+fn guess_api(method: &str, path: &str) -> (Option<&'static str>, PathFacts) {
+    for api in [
+        "openai",
+        "anthropic",
+        "gemini",
+        "bedrock",
+        "cohere",
+        "aleph_alpha",
+    ] {
+        let facts = operation_of(api, method, path);
+        if facts.0.is_some() && facts.0 != Some("models") {
+            return (Some(api), facts);
+        }
+    }
+    (None, (None, None, false))
+}
+
+/// The small top-level values of a JSON object and all its keys, without
+/// building the large ones.
+fn top_level(body: &[u8]) -> Result<(Option<Value>, Vec<String>), serde_json::Error> {
+    let fields: Vec<(String, &serde_json::value::RawValue)> =
+        match serde_json::from_slice::<KeyedRaw>(body) {
+            Ok(KeyedRaw(fields)) => fields,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                // Valid JSON that is not an object: nothing at the top to read.
+                serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
+                return Ok((None, Vec::new()));
+            }
+            Err(e) => return Err(e),
+        };
+    let mut top = serde_json::Map::new();
+    let mut keys = Vec::with_capacity(fields.len().min(64));
+    for (key, raw) in fields {
+        if raw.get().len() <= MAX_TOP_VALUE {
+            if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
+                top.insert(key.clone(), value);
+            }
+        }
+        if keys.len() < 64 {
+            keys.push(key);
+        }
+    }
+    Ok((Some(Value::Object(top)), keys))
+}
+
+/// A JSON object as its keys and raw values, in order, duplicates kept (the
+/// last wins when they are put in a map, as in the upstreams' parsers).
+struct KeyedRaw<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for KeyedRaw<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = KeyedRaw<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                while let Some((k, v)) =
+                    map.next_entry::<String, &'de serde_json::value::RawValue>()?
+                {
+                    fields.push((k, v));
+                }
+                Ok(KeyedRaw(fields))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -277,7 +385,141 @@ mod tests {
             assert_eq!(call.model.as_deref(), *model, "{path}");
             assert_eq!(call.stream, *stream, "{path}");
             assert!(call.parse_error.is_none());
+            assert!(call.llm_shaped || op.is_none(), "{path}");
         }
+    }
+
+    #[test]
+    fn unregistered_hosts_are_recognised_by_path_or_body() {
+        // (method, path, body, api, operation, llm_shaped)
+        /// (method, path, body, api, operation, llm_shaped)
+        type Guess<'a> = (
+            &'a str,
+            &'a str,
+            &'a [u8],
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+        );
+        let cases: &[Guess] = &[
+            (
+                "POST",
+                "/v1/chat/completions",
+                b"{}",
+                Some("openai"),
+                Some("chat"),
+                true,
+            ),
+            (
+                "POST",
+                "/openai/v1/chat/completions",
+                b"{}",
+                Some("openai"),
+                Some("chat"),
+                true,
+            ),
+            (
+                "POST",
+                "/v1/messages",
+                b"{}",
+                Some("anthropic"),
+                Some("messages"),
+                true,
+            ),
+            (
+                "POST",
+                "/v1beta/models/g:generateContent",
+                b"{}",
+                Some("gemini"),
+                Some("generate_content"),
+                true,
+            ),
+            (
+                "POST",
+                "/model/m/converse",
+                b"{}",
+                Some("bedrock"),
+                Some("converse"),
+                true,
+            ),
+            (
+                "POST",
+                "/v2/chat",
+                b"{}",
+                Some("cohere"),
+                Some("chat"),
+                true,
+            ),
+            (
+                "POST",
+                "/api/generate",
+                br#"{"model":"llama3","prompt":"hi"}"#,
+                None,
+                None,
+                true,
+            ),
+            (
+                "POST",
+                "/run",
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                None,
+                None,
+                true,
+            ),
+            (
+                "POST",
+                "/x",
+                br#"{"model":"m","input":"x"}"#,
+                None,
+                None,
+                true,
+            ),
+            (
+                "POST",
+                "/upload",
+                br#"{"name":"report","size":3}"#,
+                None,
+                None,
+                false,
+            ),
+            ("GET", "/simple/requests/", b"", None, None, false),
+            ("GET", "/v1/models", b"", None, None, false),
+        ];
+        for (method, path, body, api, op, shaped) in cases {
+            let call = parse_request(None, method, path, body);
+            assert_eq!(call.api.as_deref(), *api, "{path}");
+            assert_eq!(call.operation, *op, "{path}");
+            assert_eq!(call.llm_shaped, *shaped, "{path}");
+        }
+    }
+
+    #[test]
+    fn large_values_are_not_kept_but_their_keys_are() {
+        let big = "x".repeat(MAX_TOP_VALUE * 2);
+        let body =
+            format!(r#"{{"model":"gpt-4o","temperature":0.2,"messages":[{{"content":"{big}"}}]}}"#);
+        let call = parse_request(
+            Some("openai"),
+            "POST",
+            "/v1/chat/completions",
+            body.as_bytes(),
+        );
+        let top = call.top.unwrap();
+        assert_eq!(top["model"], "gpt-4o");
+        assert_eq!(top["temperature"], 0.2);
+        assert!(top.get("messages").is_none());
+        assert!(call.llm_shaped);
+        // Not an object: no top, no error.
+        let call = parse_request(Some("openai"), "POST", "/v1/chat/completions", b"[1,2]");
+        assert!(call.top.is_none() && call.parse_error.is_none());
+        // Duplicate keys: the last wins, as in the upstreams' parsers.
+        let call = parse_request(
+            Some("openai"),
+            "POST",
+            "/v1/chat/completions",
+            br#"{"model":"a","model":"b"}"#,
+        );
+        assert_eq!(call.model.as_deref(), Some("b"));
     }
 
     #[test]

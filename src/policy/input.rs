@@ -76,6 +76,8 @@ pub struct RequestDoc {
     pub operation: Option<String>,
     pub model: Option<String>,
     pub stream: bool,
+    /// Shaped like an LLM API call (path or body), whatever the host.
+    pub llm_shaped: bool,
     pub headers: BTreeMap<String, String>,
     pub body_bytes: usize,
     pub parse_error: Option<String>,
@@ -175,19 +177,21 @@ pub fn request_doc<'a>(
         operation: call.operation.map(str::to_string),
         model: call.model.clone(),
         stream: call.stream,
+        llm_shaped: call.llm_shaped,
         headers: shown,
         body_bytes,
         parse_error: call.parse_error.clone(),
     }
 }
 
-const REQUEST_FIELDS: [&str; 9] = [
+const REQUEST_FIELDS: [&str; 10] = [
     "method",
     "path",
     "api",
     "operation",
     "model",
     "stream",
+    "llm_shaped",
     "headers",
     "body_bytes",
     "parse_error",
@@ -206,6 +210,7 @@ impl ToRego for RequestDoc {
             "operation" => optional_string(self.operation.as_deref()),
             "model" => optional_string(self.model.as_deref()),
             "stream" => self.stream.into(),
+            "llm_shaped" => self.llm_shaped.into(),
             "headers" => self
                 .headers
                 .iter()
@@ -219,11 +224,13 @@ impl ToRego for RequestDoc {
     }
 }
 
-const DATA_FIELDS: [&str; 4] = [
+const DATA_FIELDS: [&str; 6] = [
+    "declared_classification",
     "classification",
     "retention",
     "retention_max_seconds",
     "pii",
+    "scan",
 ];
 
 impl ToRego for DataDoc {
@@ -233,6 +240,7 @@ impl ToRego for DataDoc {
 
     fn field_to_rego(&self, name: &str) -> Option<regorus::Value> {
         Some(match name {
+            "declared_classification" => optional_string(self.declared_classification.as_deref()),
             "classification" => optional_string(self.classification.as_deref()),
             "retention" => optional_string(self.retention.as_deref()),
             "retention_max_seconds" => optional_number(self.retention_max_seconds),
@@ -242,9 +250,35 @@ impl ToRego for DataDoc {
                 .map(|(kind, count)| ((*kind).into(), (*count).into()))
                 .collect::<BTreeMap<regorus::Value, regorus::Value>>()
                 .into(),
+            "scan" => scan_to_rego(&self.scan),
             _ => return None,
         })
     }
+}
+
+fn scan_to_rego(scan: &crate::classify::ScanReport) -> regorus::Value {
+    if scan.complete() {
+        return "complete".into();
+    }
+    scan.unread
+        .iter()
+        .map(|u| {
+            let reason = serde_json::to_value(u.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            [
+                ("reason", regorus::Value::from(reason.as_str())),
+                ("where", u.location.as_str().into()),
+                ("detail", u.detail.as_str().into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (regorus::Value::from(k), v))
+            .collect::<BTreeMap<regorus::Value, regorus::Value>>()
+            .into()
+        })
+        .collect::<Vec<regorus::Value>>()
+        .into()
 }
 
 pub fn request_input(
@@ -328,7 +362,25 @@ mod tests {
         let mut data = crate::classify::declared(Some(b"personal"), Some(b"30d")).unwrap();
         data.pii.insert("email", 2);
         data.pii.insert("iban", u32::MAX);
-        for doc in [&data, &DataDoc::default()] {
+        let partial = crate::classify::declared(Some(b"public"), None)
+            .unwrap()
+            .with_scan(
+                crate::classify::Counts::default(),
+                vec![
+                    crate::classify::Unread::new(
+                        crate::classify::UnreadReason::BinaryUpload,
+                        "part file",
+                        "audio/wav, 12 bytes",
+                    ),
+                    crate::classify::Unread::new(
+                        crate::classify::UnreadReason::Media,
+                        "data URI",
+                        "image/png",
+                    ),
+                ],
+                false,
+            );
+        for doc in [&data, &DataDoc::default(), &partial] {
             assert_eq!(doc.to_rego(), through_json(doc));
         }
     }

@@ -239,6 +239,18 @@ impl PolicyFiles {
         Ok(root)
     }
 
+    /// `data.settings.trust_declared_classification`: whether a declared
+    /// classification stands even when the scan finds personal data.
+    /// Anything but `true` (absent, malformed) keeps the strict default.
+    pub fn trusts_declared_classification(&self) -> bool {
+        self.data
+            .iter()
+            .find(|(p, _)| p == "settings.json")
+            .and_then(|(_, t)| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|v| v.get("trust_declared_classification")?.as_bool())
+            .unwrap_or(false)
+    }
+
     fn entities_text(&self) -> Option<&str> {
         self.data
             .iter()
@@ -313,7 +325,8 @@ pub fn compile(
     {
         return Err(LoadError::new(Step::Compile, e.to_string()));
     }
-    let snapshot = Snapshot::new(registry, Some(policy), revision, source);
+    let mut snapshot = Snapshot::new(registry, Some(policy), revision, source);
+    snapshot.trust_declared_classification = files.trusts_declared_classification();
     if is_time_or_random_dependent(&files.modules) {
         return Ok(snapshot.without_connect_cache());
     }
@@ -582,7 +595,7 @@ mod tests {
         // The grid reaches every rule of the default egress policy.
         for rule in [
             "egress.allowed",
-            "egress.unregistered_destination",
+            "egress.unregistered_llm_api",
             "egress.special_category_in_cluster",
             "egress.personal_data_cloud_act",
             "egress.personal_data_adequacy",

@@ -99,6 +99,8 @@ pub struct Snapshot {
     pub revision: String,
     pub source: String,
     pub loaded_at: SystemTime,
+    /// `data.settings.trust_declared_classification` of this revision.
+    pub trust_declared_classification: bool,
     /// Destination documents already built under this revision: the same
     /// for every call to a host, so built (and converted) once.
     destinations: Mutex<HashMap<(Authority, Scheme), Arc<Destination>>>,
@@ -237,6 +239,7 @@ impl Snapshot {
             revision,
             source,
             loaded_at: SystemTime::now(),
+            trust_declared_classification: false,
             destinations: Mutex::new(HashMap::new()),
             connect_cacheable: true,
             decisions: None,

@@ -18,12 +18,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::audit::{self, AuditDestination, AuditRecord};
+use crate::classify::body::{DecodeError, ReadBody};
 use crate::classify::{self, CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::listener::connect::Authority;
 use crate::listener::TunnelTarget;
 use crate::llm::{self, usage::Usage, ParsedCall};
 use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
 use crate::policy::{ConnectAction, Decision, Route, Snapshot};
+use crate::redact;
 use crate::reply::ProxyError;
 use crate::route::{self, RouteError};
 use crate::state::Shared;
@@ -146,8 +148,12 @@ impl EgressProxy {
         )
         .await?;
         let destination = self.shared.destination(&snapshot, &authority, scheme);
-        let (call, input) =
-            self.build_input(session.req_header(), destination.doc.clone(), &body)?;
+        let (call, input, read) = self.build_input(
+            session.req_header(),
+            destination.doc.clone(),
+            &body,
+            snapshot.trust_declared_classification,
+        )?;
         let decision_id = audit::new_decision_id();
         let enforced = self.shared.enforcing();
         let decision = {
@@ -172,6 +178,7 @@ impl EgressProxy {
             ctx,
             &snapshot,
             &call,
+            read.plain(&body),
             &input,
             &decision,
             &decision_id,
@@ -240,7 +247,15 @@ impl EgressProxy {
             Some(route) => {
                 ctx.action = "reroute";
                 let delivery = self
-                    .reroute(session, &call, &input, &decision, route, &decision_id)
+                    .reroute(
+                        session,
+                        &call,
+                        read.plain(&body),
+                        &input,
+                        &decision,
+                        route,
+                        &decision_id,
+                    )
                     .await?;
                 if let Some(facts) = ctx.genai.as_mut() {
                     let provider = snapshot.registry.lookup(&delivery.authority.host);
@@ -320,39 +335,62 @@ impl EgressProxy {
         }
     }
 
-    /// Parses the call and builds the policy input (version 1).
+    /// Reads the call (decoded, parsed, scanned) and builds the policy
+    /// input (version 1).
     fn build_input(
         &self,
         req: &RequestHeader,
         destination: DestinationDoc,
         body: &Bytes,
-    ) -> Result<(ParsedCall, RequestInput), ProxyError> {
-        let mut data = classify::declared(
-            req.headers.get(CLASSIFICATION_HEADER).map(|v| v.as_bytes()),
-            req.headers.get(RETENTION_HEADER).map(|v| v.as_bytes()),
+        trust_declared: bool,
+    ) -> Result<(ParsedCall, RequestInput, ReadBody), ProxyError> {
+        let headers = &req.headers;
+        let declared = classify::declared_values(
+            headers
+                .get_all(CLASSIFICATION_HEADER)
+                .iter()
+                .map(|v| v.as_bytes()),
+            headers
+                .get_all(RETENTION_HEADER)
+                .iter()
+                .map(|v| v.as_bytes()),
         )?;
+        let limits = &self.shared.config.limits;
+        let read = classify::body::read_request(
+            headers
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter()
+                .map(|v| v.as_bytes()),
+            headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            body,
+            limits.max_request_body,
+            limits.max_decoded_ratio,
+        )
+        .map_err(|e| match e {
+            DecodeError::Corrupt { .. } => ProxyError::BadRequest(e.to_string()),
+            DecodeError::TooLarge { .. } | DecodeError::Ratio { .. } => {
+                ProxyError::DecodedTooLarge(e.to_string())
+            }
+        })?;
         let method = req.method.as_str();
         let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let call = llm::parse_request(destination.api.as_deref(), method, path, body);
-        data.pii = match &call.json {
-            Some(json) => classify::scan_json(json),
-            None => {
-                let mut counts = classify::Counts::default();
-                if let Ok(text) = std::str::from_utf8(body) {
-                    classify::scan_text(text, &mut counts);
-                }
-                counts.into_map()
-            }
-        };
+        let call = llm::parse_request(destination.api.as_deref(), method, path, read.plain(body));
+        let data = declared.with_scan(
+            read.scan.pii.clone(),
+            read.scan.unread.clone(),
+            trust_declared,
+        );
         let request = input::request_doc(
             method,
-            path,
-            req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            &redact::mask_query(path),
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
             body.len(),
             &call,
         );
         let input = input::request_input(destination, request, data, self.shared.source.clone());
-        Ok((call, input))
+        Ok((call, input, read))
     }
 
     /// Names the call's span and gives it the call's facts.
@@ -362,6 +400,7 @@ impl EgressProxy {
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
         call: &ParsedCall,
+        body: &[u8],
         input: &RequestInput,
         decision: &Decision,
         decision_id: &str,
@@ -393,16 +432,23 @@ impl EgressProxy {
         if let Some(model) = &call.model {
             attributes.push(KeyValue::new("gen_ai.request.model", model.clone()));
         }
-        if let Some(json) = &call.json {
-            attributes.extend(telemetry::request_parameters(json));
-            if self.shared.telemetry.capture_content {
+        if let Some(top) = &call.top {
+            attributes.extend(telemetry::request_parameters(top));
+        }
+        if self.shared.telemetry.capture_content {
+            // Opt-in: only here is the whole body parsed into a document.
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
                 if let Some(messages) = json
                     .get("messages")
                     .or_else(|| json.get("input"))
                     .or_else(|| json.get("prompt"))
                 {
                     let mut text = messages.to_string();
-                    text.truncate(64 << 10);
+                    let mut cut = text.len().min(64 << 10);
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
                     attributes.push(KeyValue::new("gen_ai.input.messages", text));
                 }
             }
@@ -512,6 +558,7 @@ impl EgressProxy {
         &self,
         session: &Session,
         call: &ParsedCall,
+        body: &[u8],
         input: &RequestInput,
         decision: &Decision,
         route: &Route,
@@ -531,11 +578,13 @@ impl EgressProxy {
             .targets
             .get(&route.target)
             .ok_or_else(|| route_refused(RouteError::UnknownTarget(route.target.clone())))?;
+        // Only a call that is translated is parsed whole.
+        let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let plan = route::plan(
             target,
             input.destination.api.as_deref(),
             call.operation,
-            call.json.as_ref(),
+            json.as_ref(),
             route.model.as_deref(),
         )
         .map_err(route_refused)?;
@@ -563,7 +612,7 @@ impl EgressProxy {
                 || forward::is_hop_by_hop(lower)
                 || matches!(
                     lower,
-                    "host" | "content-length" | "expect" | "accept-encoding"
+                    "host" | "content-length" | "expect" | "accept-encoding" | "content-encoding"
                 )
                 || lower == CLASSIFICATION_HEADER
                 || lower == RETENTION_HEADER

@@ -42,7 +42,8 @@ test_unregistered_llm_api_is_denied if {
 }
 
 test_non_llm_host_is_tunnelled if {
-	d := decide(unknown("github.com"))
+	d := connect.decision with input as {"stage": "connect", "destination": unknown("github.com"), "source": {}}
+		with data.settings.non_llm_hosts as "tunnel"
 	d.action == "tunnel"
 	d.rule == "connect.non_llm_host"
 }
@@ -57,6 +58,7 @@ test_non_llm_hosts_can_be_denied_through_data if {
 test_unregistered_llm_hosts_come_from_data if {
 	d := connect.decision with input as {"stage": "connect", "destination": unknown("api.groq.com"), "source": {}}
 		with data.settings.unregistered_llm_hosts as []
+		with data.settings.non_llm_hosts as "tunnel"
 	d.action == "tunnel"
 }
 

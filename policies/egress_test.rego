@@ -339,7 +339,7 @@ test_other_calls_to_unregistered_hosts_pass_when_inspected if {
 
 test_unregistered_hosts_are_refused_when_not_inspecting if {
 	i := with_request(call(unregistered, null, null, null, {}), {"llm_shaped": false})
-	d := decide(i)
+	d := egress.decision with input as i with data.targets as targets with data.settings.non_llm_hosts as "tunnel"
 	not d.allowed
 	d.rule == "egress.unregistered_destination"
 }

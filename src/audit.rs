@@ -28,9 +28,14 @@ pub struct AuditRecord {
     pub destination: AuditDestination,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// What the app declared (strictest of its values), or null.
+    pub declared_classification: Option<String>,
+    /// What the policies decided on: declared and detected combined.
     pub classification: Option<String>,
     pub retention: Option<String>,
     pub pii: BTreeMap<&'static str, u32>,
+    /// `"complete"`, or the parts of the body the scan could not read.
+    pub scan: crate::classify::ScanReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,7 +222,9 @@ mod tests {
                     jurisdiction: Some("US".into()),
                 },
                 route: None,
+                declared_classification: Some("public".into()),
                 classification: Some("public".into()),
+                scan: Default::default(),
                 retention: None,
                 pii: [("email", 1)].into_iter().collect(),
                 operation: Some("chat".into()),

@@ -441,7 +441,9 @@ async fn an_undeclared_iban_counts_as_personal() {
     let lines = wait_for_audit(&proxy, 2).await;
     let request = lines.iter().find(|l| l["stage"] == "request").unwrap();
     assert_eq!(request["pii"]["iban"], 1);
-    assert!(request["classification"].is_null());
+    // Undeclared, and decided as personal because the scan found an IBAN.
+    assert!(request["declared_classification"].is_null());
+    assert_eq!(request["classification"], "personal");
     let all = std::fs::read_to_string(proxy.dir.path().join("audit.log")).unwrap() + &proxy.logs();
     assert!(!all.contains("3704 0044"), "the matched text reached a log");
 }
@@ -485,7 +487,7 @@ async fn unregistered_llm_apis_are_denied_before_tls_with_a_decision_id() {
     let pki = TestPki::new();
     let mock = openai_mock(&pki).await;
     let proxy = start(&mock, &pki, "");
-    let (status, text) = proxy.connect("api.groq.com:443").await.unwrap_err();
+    let (status, text) = proxy.connect("api.siliconflow.cn:443").await.unwrap_err();
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("x-ecluse-decision-id: "), "{text}");
     assert!(text.contains("connect.unregistered_llm_api"), "{text}");

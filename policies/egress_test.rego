@@ -310,7 +310,7 @@ test_detected_personal_data_outranks_a_public_declaration if {
 
 test_complete_scans_of_clean_undeclared_calls_use_the_default if {
 	i := with_data(call(openai, null, null, null, {}), {"scan": "complete"})
-	d := decide(i)
+	d := egress.decision with input as i with data.targets as targets with data.settings.default_classification as "internal"
 	d.allowed
 	d.rule == "egress.allowed"
 	contains(d.reason, "internal data")

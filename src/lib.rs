@@ -9,6 +9,8 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod entity;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod llm;
 pub mod log_sink;

@@ -146,7 +146,12 @@ impl Gate {
         }
         args.push(url);
         let (code, out, err) = curl(&args);
-        assert_eq!(code, 0, "curl failed: {err}\n--- ecluse ---\n{}", self.proxy.logs());
+        assert_eq!(
+            code,
+            0,
+            "curl failed: {err}\n--- ecluse ---\n{}",
+            self.proxy.logs()
+        );
         let (body, tail) = out.rsplit_once('\n').unwrap();
         let (status, version) = tail.split_once(' ').unwrap();
         let want = match http {
@@ -163,7 +168,12 @@ impl Gate {
     fn chat(&self, http: Http, headers: &[&str], body: &[u8]) -> Answer {
         let mut all = vec!["content-type: application/json"];
         all.extend_from_slice(headers);
-        self.call(http, "https://api.openai.com/v1/chat/completions", &all, body)
+        self.call(
+            http,
+            "https://api.openai.com/v1/chat/completions",
+            &all,
+            body,
+        )
     }
 
     fn reached_openai(&self) -> usize {
@@ -203,7 +213,11 @@ fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 fn assert_refused(answer: &Answer, status: u16, fragment: &str, logs: &str) {
-    assert_eq!(answer.status, status, "{}\n--- ecluse ---\n{logs}", answer.body);
+    assert_eq!(
+        answer.status, status,
+        "{}\n--- ecluse ---\n{logs}",
+        answer.body
+    );
     assert!(
         answer.reason().contains(fragment),
         "reason {:?} lacks {fragment:?}",
@@ -228,10 +242,19 @@ async fn coded_bodies_are_decoded_scanned_and_forwarded_as_sent() {
         for (coding, body) in &codings {
             let header = format!("content-encoding: {coding}");
             let answer = g.chat(http, &[&header], body);
-            assert_refused(&answer, 403, "personal data may not reach OpenAI", &g.proxy.logs());
+            assert_refused(
+                &answer,
+                403,
+                "personal data may not reach OpenAI",
+                &g.proxy.logs(),
+            );
         }
     }
-    assert_eq!(g.reached_openai(), 0, "a coded personal body reached OpenAI");
+    assert_eq!(
+        g.reached_openai(),
+        0,
+        "a coded personal body reached OpenAI"
+    );
 
     // A clean coded body passes, byte for byte as the app sent it.
     let clean = gzip(&chat_body("What is the capital of France?"));
@@ -260,10 +283,18 @@ async fn coded_bodies_are_decoded_scanned_and_forwarded_as_sent() {
     // A coding ecluse cannot undo leaves the body unread: undeclared, it is
     // confidential; declared public, it passes as declared.
     let answer = g.chat(Http::One, &["content-encoding: compress"], &personal);
-    assert_refused(&answer, 403, "unknown_coding at body: Content-Encoding compress", &g.proxy.logs());
+    assert_refused(
+        &answer,
+        403,
+        "unknown_coding at body: Content-Encoding compress",
+        &g.proxy.logs(),
+    );
     let answer = g.chat(
         Http::Two,
-        &["content-encoding: compress", "x-data-classification: public"],
+        &[
+            "content-encoding: compress",
+            "x-data-classification: public",
+        ],
         b"\x1f\x9d\x90opaque",
     );
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -359,7 +390,10 @@ async fn every_detected_kind_and_national_id_is_refused_and_look_alikes_pass() {
         "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
         "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "GB",
     ] {
-        assert!(countries.contains(cc), "no national id of {cc} in the corpus");
+        assert!(
+            countries.contains(cc),
+            "no national id of {cc} in the corpus"
+        );
     }
     assert_eq!(g.reached_openai(), 0);
 
@@ -410,12 +444,27 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
     let url = "https://api.openai.com/v1/audio/transcriptions";
     let (ctype, audio) = multipart(&[
         ("model", None, None, b"whisper-1"),
-        ("file", Some("call.wav"), Some("audio/wav"), b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0"),
+        (
+            "file",
+            Some("call.wav"),
+            Some("audio/wav"),
+            b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0",
+        ),
     ]);
     for http in BOTH {
         let answer = g.call(http, url, &[&ctype], &audio);
-        assert_refused(&answer, 403, "binary_upload at part file: audio/wav", &g.proxy.logs());
-        let answer = g.call(http, url, &[&ctype, "x-data-classification: internal"], &audio);
+        assert_refused(
+            &answer,
+            403,
+            "binary_upload at part file: audio/wav",
+            &g.proxy.logs(),
+        );
+        let answer = g.call(
+            http,
+            url,
+            &[&ctype, "x-data-classification: internal"],
+            &audio,
+        );
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
     // Text parts are read: a batch file with an e-mail address.
@@ -428,14 +477,29 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
             b"{\"custom_id\":\"1\",\"body\":{\"messages\":[{\"content\":\"write to bob@example.com\"}]}}\n",
         ),
     ]);
-    let answer = g.call(Http::Two, "https://api.openai.com/v1/files", &[&ctype], &batch);
+    let answer = g.call(
+        Http::Two,
+        "https://api.openai.com/v1/files",
+        &[&ctype],
+        &batch,
+    );
     assert_refused(&answer, 403, "personal data may not reach", &g.proxy.logs());
     // ... and a clean text upload passes undeclared.
     let (ctype, clean) = multipart(&[
         ("purpose", None, None, b"assistants"),
-        ("file", Some("notes.md"), Some("text/markdown"), b"# Notes\nThe build is green."),
+        (
+            "file",
+            Some("notes.md"),
+            Some("text/markdown"),
+            b"# Notes\nThe build is green.",
+        ),
     ]);
-    let answer = g.call(Http::One, "https://api.openai.com/v1/files", &[&ctype], &clean);
+    let answer = g.call(
+        Http::One,
+        "https://api.openai.com/v1/files",
+        &[&ctype],
+        &clean,
+    );
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     // A real inline image, undeclared: confidential, refused.
@@ -445,7 +509,12 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}}
     ]}]});
     let answer = g.chat(Http::Two, &[], image.to_string().as_bytes());
-    assert_refused(&answer, 403, "media at data URI: image/png", &g.proxy.logs());
+    assert_refused(
+        &answer,
+        403,
+        "media at data URI: image/png",
+        &g.proxy.logs(),
+    );
     let answer = g.chat(
         Http::One,
         &["x-data-classification: public"],
@@ -580,7 +649,9 @@ async fn keys_in_urls_never_leave_the_forwarded_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_of_tiny_strings_fit_a_small_pod() {
     let g = gate(json!({}), "").await;
-    let mut body = String::from(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"metadata":{"tags":["#);
+    let mut body = String::from(
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"metadata":{"tags":["#,
+    );
     while body.len() < (10 << 20) - 64 {
         body.push_str("\"a\",");
     }

@@ -26,6 +26,24 @@ elif mode == "stream":
     print(json.dumps({"content": "".join(parts)}))
 elif mode == "models":
     print(json.dumps({"ids": [m.id for m in client.models.list()]}))
+elif mode in ("transcribe", "transcribe-declared"):
+    import io, openai
+    audio = io.BytesIO(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00")
+    audio.name = "call.wav"
+    extra = {"x-data-classification": "internal"} if mode == "transcribe-declared" else {}
+    try:
+        r = client.audio.transcriptions.create(model="whisper-1", file=audio, extra_headers=extra)
+        print(json.dumps({"text": r.text}))
+    except openai.PermissionDeniedError as e:
+        print(json.dumps({"denied": e.message}))
+elif mode == "iban-lowercase":
+    import openai
+    try:
+        client.chat.completions.create(model="gpt-4o",
+            messages=[{"role": "user", "content": "iban: de89 3704 0044 0532 0130 00"}])
+        print(json.dumps({"passed": True}))
+    except openai.PermissionDeniedError as e:
+        print(json.dumps({"denied": e.message}))
 "#;
 
 fn run_sdk(proxy: &Proxy, bundle: &std::path::Path, mode: &str) -> serde_json::Value {
@@ -108,4 +126,58 @@ async fn openai_sdk_through_https_proxy() {
         !proxy.logs().contains("sk-test-canary-0000"),
         "client key in ecluse's log"
     );
+}
+
+/// What the scan cannot read is refused in the SDK's own error, and passes
+/// when the app declares it; a lower-case IBAN is personal data too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_uploads_and_lowercase_ibans_meet_the_gate() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        std::sync::Arc::new(|req: &Recorded| {
+            if req.path == "/v1/audio/transcriptions" {
+                MockResponse::json(200, serde_json::json!({"text": "transcribed"}))
+            } else {
+                MockResponse::json(200, chat_completion("gpt-4o", "ok"))
+            }
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[("api.openai.com:443", mock.addr)],
+        Some(&pki.ca_path),
+    ));
+    let bundle = proxy.dir.path().join("bundle.pem");
+    let out = Command::new(ecluse_bin())
+        .args(["ca", "bundle", "--config"])
+        .arg(proxy.dir.path().join("ecluse.yaml"))
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (proxy, bundle) = (std::sync::Arc::new(proxy), std::sync::Arc::new(bundle));
+    let run = |mode: &'static str| {
+        let (proxy, bundle) = (proxy.clone(), bundle.clone());
+        tokio::task::spawn_blocking(move || run_sdk(&proxy, &bundle, mode))
+    };
+    let denied = run("transcribe").await.unwrap();
+    let message = denied["denied"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("binary_upload at part file") && message.contains("audio"),
+        "{denied}"
+    );
+    let declared = run("transcribe-declared").await.unwrap();
+    assert_eq!(declared["text"], "transcribed");
+    let iban = run("iban-lowercase").await.unwrap();
+    assert!(
+        iban["denied"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("personal data"),
+        "{iban}"
+    );
+    let paths: Vec<String> = mock.recorded().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/v1/audio/transcriptions"]);
 }

@@ -413,7 +413,10 @@ async fn every_detected_kind_and_national_id_is_refused_and_look_alikes_pass() {
     assert_eq!(g.reached_openai(), passed);
 }
 
-fn multipart(parts: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+/// (field name, file name, content type, bytes)
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
     let boundary = "gateTestBoundary42";
     let mut body = Vec::new();
     for (name, file, ctype, data) in parts {

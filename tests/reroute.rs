@@ -511,3 +511,32 @@ async fn a_reroute_that_cannot_be_carried_out_is_a_403_never_a_garbled_call() {
     assert_eq!(resp.status(), 200);
     assert!(body_text(resp).await.contains("mistral-large-latest"));
 }
+
+/// A rerouted call is translated as a document; a body whose document
+/// would not fit memory (hundreds of thousands of tiny values) is refused
+/// with the reason, not parsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_complex_to_translate_is_refused_not_parsed() {
+    let w = world("{}").await;
+    let mut body = String::from(
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"mail jane@example.com"}],"metadata":{"t":["#,
+    );
+    for _ in 0..600_000 {
+        body.push_str("1,");
+    }
+    body.push_str("1]}}");
+    let tls = w
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let resp = http1_send(
+        tls,
+        post_json("api.openai.com", "/v1/chat/completions", &body),
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    let text = body_text(resp).await;
+    assert!(text.contains("JSON values"), "{text}");
+    assert!(text.contains("rerouted to target mistral"), "{text}");
+    assert!(w.mistral.recorded().is_empty() && w.openai.recorded().is_empty());
+}

@@ -65,6 +65,9 @@ const MIN_BARE_BASE64: usize = 128;
 pub struct BodyScan {
     pub pii: Counts,
     pub unread: Vec<Unread>,
+    /// JSON values walked (strings, numbers, objects, arrays...): what a
+    /// document tree of the body would cost, should one be built.
+    pub json_values: u64,
 }
 
 impl BodyScan {
@@ -392,6 +395,7 @@ impl<'de> DeserializeSeed<'de> for Walker<'_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.scan.json_values += 1;
         d.deserialize_any(self)
     }
 }
@@ -837,6 +841,7 @@ mod tests {
         assert_eq!(scan.pii.email, 4, "{scan:?}");
         assert_eq!(scan.pii.iban, 1);
         assert!(scan.unread.is_empty());
+        assert!(scan.json_values > 15, "{}", scan.json_values);
     }
 
     #[test]

@@ -35,6 +35,10 @@ use forward::{Forwarder, Outbound, OutboundBody};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
+/// A rerouted call's body is parsed into a document to be translated; a
+/// tree of this many values is ~35 MB at worst (one-letter strings).
+const MAX_TRANSLATED_JSON_VALUES: u64 = 500_000;
+
 pub struct EgressProxy {
     shared: Arc<Shared>,
     forwarder: Forwarder,
@@ -178,7 +182,7 @@ impl EgressProxy {
             ctx,
             &snapshot,
             &call,
-            read.plain(&body),
+            (read.plain(&body), read.scan.json_values),
             &input,
             &decision,
             &decision_id,
@@ -251,6 +255,7 @@ impl EgressProxy {
                         session,
                         &call,
                         read.plain(&body),
+                        read.scan.json_values,
                         &input,
                         &decision,
                         route,
@@ -400,7 +405,7 @@ impl EgressProxy {
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
         call: &ParsedCall,
-        body: &[u8],
+        (body, json_values): (&[u8], u64),
         input: &RequestInput,
         decision: &Decision,
         decision_id: &str,
@@ -435,7 +440,7 @@ impl EgressProxy {
         if let Some(top) = &call.top {
             attributes.extend(telemetry::request_parameters(top));
         }
-        if self.shared.telemetry.capture_content {
+        if self.shared.telemetry.capture_content && json_values <= MAX_TRANSLATED_JSON_VALUES {
             // Opt-in: only here is the whole body parsed into a document.
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
                 if let Some(messages) = json
@@ -561,6 +566,7 @@ impl EgressProxy {
         session: &Session,
         call: &ParsedCall,
         body: &[u8],
+        json_values: u64,
         input: &RequestInput,
         decision: &Decision,
         route: &Route,
@@ -580,7 +586,14 @@ impl EgressProxy {
             .targets
             .get(&route.target)
             .ok_or_else(|| route_refused(RouteError::UnknownTarget(route.target.clone())))?;
-        // Only a call that is translated is parsed whole.
+        // Only a call that is translated is parsed whole, and only when its
+        // tree stays within bounds: tiny values cost ~70 bytes each as a tree.
+        if json_values > MAX_TRANSLATED_JSON_VALUES {
+            return Err(ProxyError::DecodedTooLarge(format!(
+                "{}; but the call holds {json_values} JSON values and a rerouted call is translated in memory, at most {MAX_TRANSLATED_JSON_VALUES}",
+                decision.reason
+            )));
+        }
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let plan = route::plan(
             target,

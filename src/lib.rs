@@ -9,8 +9,10 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod entity;
+pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod headers;
 pub mod listener;
 pub mod llm;
 pub mod log_sink;

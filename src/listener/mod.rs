@@ -24,8 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::audit::new_decision_id;
+use crate::event::{self, DecisionEvent, Stage};
 use crate::metrics::track;
 use crate::policy::input::Scheme;
+use crate::policy::verdict::connect_verdict;
 use crate::policy::ConnectAction;
 use crate::proxy::EgressProxy;
 use crate::reply::ProxyError;
@@ -69,33 +71,8 @@ impl FrontEnd {
         let decision = snapshot.decide_connect_at(&destination, &self.shared.source_value);
         let destination = &destination.doc;
         let decision_id = new_decision_id();
-        let enforced = self.shared.enforcing();
-        self.shared.metrics.count(
-            "ecluse_decisions_total",
-            &[
-                ("stage", "connect"),
-                ("action", decision.action.as_str()),
-                ("rule", &decision.rule),
-            ],
-        );
-        info!(
-            "connect {authority}: {} (rule {}, revision {}, decision {decision_id}{}): {}",
-            decision.action.as_str(),
-            decision.rule,
-            snapshot.revision,
-            if enforced { "" } else { ", report only" },
-            decision.reason
-        );
-        // Report mode never blocks: a refused LLM API is still inspected
-        // (so its calls are decided and recorded), anything else tunnelled.
-        let action = match decision.action {
-            ConnectAction::Deny if !enforced && destination.provider.is_some() => {
-                ConnectAction::Intercept
-            }
-            ConnectAction::Deny if !enforced => ConnectAction::Tunnel,
-            other => other,
-        };
-        let plan = match action {
+        let registered = destination.provider.is_some();
+        let plan = match connect_verdict(decision.action, self.shared.config.mode, registered) {
             ConnectAction::Deny => Err(ProxyError::Denied {
                 reason: decision.reason.clone(),
                 rule: decision.rule.clone(),
@@ -108,48 +85,32 @@ impl FrontEnd {
             },
             ConnectAction::Intercept => self.prepare_intercept(authority).await,
         };
-        let mut record = crate::proxy::connect_record(
+        // A refusal is the decision itself; any other failure is an action
+        // decided but not carried out.
+        let failure = plan
+            .as_ref()
+            .err()
+            .filter(|e| !matches!(e, ProxyError::Denied { .. }));
+        event::emit(
             &self.shared,
-            &snapshot,
-            destination,
-            decision.action.as_str(),
-            &decision.rule,
-            &decision.reason,
-            &decision_id,
-            enforced,
+            &DecisionEvent {
+                stage: Stage::Connect,
+                decision_id: &decision_id,
+                revision: &snapshot.revision,
+                action: decision.action.as_str(),
+                rule: &decision.rule,
+                reason: &decision.reason,
+                enforced: self.shared.enforcing(),
+                destination,
+                request: None,
+                workload: self.shared.source.workload.as_deref(),
+                namespace: self.shared.source.namespace.as_deref(),
+                trace_id: None,
+                error: failure.map(|e| e.to_string()),
+                error_code: plan.as_ref().err().map(|e| e.code()),
+            },
+            None,
         );
-        if let Err(e) = &plan {
-            if !matches!(e, ProxyError::Denied { .. }) {
-                record.error = Some(e.to_string());
-            }
-        }
-        if self.shared.telemetry.enabled() {
-            let mut attributes = crate::telemetry::decision_attributes(
-                decision.action.as_str(),
-                &decision.rule,
-                &decision.reason,
-                &decision_id,
-                &snapshot.revision,
-                enforced,
-            );
-            attributes.extend(crate::telemetry::destination_attributes(destination));
-            attributes.push(opentelemetry::KeyValue::new(
-                "server.address",
-                authority.host.clone(),
-            ));
-            attributes.push(opentelemetry::KeyValue::new(
-                "server.port",
-                i64::from(authority.port),
-            ));
-            let error = plan.as_ref().err().map(|e| e.code());
-            if let Some(code) = error {
-                attributes.push(opentelemetry::KeyValue::new("error.type", code));
-            }
-            self.shared
-                .telemetry
-                .connect_span(&authority.host, attributes, error);
-        }
-        self.shared.audit.record(record);
         plan
     }
 

@@ -312,6 +312,14 @@ pub fn compile(
     revision: String,
     source: String,
 ) -> Result<Snapshot, LoadError> {
+    for (path, text) in &files.modules {
+        if let Some(name) = reserved_decision_header(text) {
+            return Err(LoadError::new(
+                Step::Compile,
+                format!("{path}: {}", super::reserved_header(&name)),
+            ));
+        }
+    }
     let registry = registry_of(files)?;
     let targets = crate::route::targets_data(context.targets, &registry);
     let engine = build_engine(&files.modules, files, &targets)?;
@@ -334,6 +342,40 @@ pub fn compile(
         Some(paths) => snapshot.with_decision_cache(paths),
         None => snapshot,
     })
+}
+
+/// A header name a module writes literally into a decision's `headers` or
+/// `request_headers_to_remove` that no decision may touch. Decisions are
+/// checked again when they are read; this names the mistake at load, before
+/// a single call is refused for it.
+fn reserved_decision_header(source: &str) -> Option<String> {
+    for key in ["\"headers\"", "\"request_headers_to_remove\""] {
+        let mut rest = source;
+        while let Some(at) = rest.find(key) {
+            rest = &rest[at + key.len()..];
+            let after = rest.trim_start();
+            let Some(after) = after.strip_prefix(':') else {
+                continue;
+            };
+            let after = after.trim_start();
+            let close = match after.chars().next() {
+                Some('{') => '}',
+                Some('[') => ']',
+                _ => continue,
+            };
+            let body = &after[1..after.find(close).unwrap_or(after.len())];
+            // Every string in an array; every key (a string before ':') in an object.
+            let mut parts = body.split('"');
+            parts.next();
+            while let (Some(name), Some(tail)) = (parts.next(), parts.next()) {
+                let is_name = close == ']' || tail.trim_start().starts_with(':');
+                if is_name && crate::headers::is_reserved(name) {
+                    return Some(name.to_string());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Builtins whose answer is not a function of the input and data. Rego
@@ -604,6 +646,54 @@ mod tests {
         ] {
             assert!(rules.contains(rule), "{rule} not reached: {rules:?}");
         }
+    }
+
+    #[test]
+    fn literal_reserved_decision_headers_are_refused_at_load() {
+        let cases = [
+            (
+                r#"d := {"allowed": true, "headers": {"x-ok": "1", "Host": "evil"}}"#,
+                Some("Host"),
+            ),
+            (
+                r#"d := {"allowed": true, "headers": {"content-length": "0"}}"#,
+                Some("content-length"),
+            ),
+            (
+                r#"d := {"request_headers_to_remove": ["x-a", "transfer-encoding"]}"#,
+                Some("transfer-encoding"),
+            ),
+            (
+                r#"d := {"allowed": true, "headers": {"x-ecluse": "host"}}"#,
+                None,
+            ),
+            (r#"d := {"allowed": true, "headers": {}}"#, None),
+            (r#"x := "headers""#, None),
+        ];
+        for (source, want) in cases {
+            assert_eq!(
+                reserved_decision_header(source).as_deref(),
+                want,
+                "{source}"
+            );
+        }
+        let mut files = PolicyFiles::embedded();
+        files.modules.push((
+            "bad.rego".into(),
+            "package ecluse.bad\nd := {\"headers\": {\"Transfer-Encoding\": \"chunked\"}}\n".into(),
+        ));
+        let targets = BTreeMap::new();
+        let context = Context {
+            targets: &targets,
+            timeout: Duration::from_millis(500),
+        };
+        let err = compile(&files, &context, "t".into(), "t".into()).unwrap_err();
+        assert!(err.to_string().contains("bad.rego"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"Transfer-Encoding\" is reserved"),
+            "{err}"
+        );
     }
 
     #[test]

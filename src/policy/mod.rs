@@ -5,6 +5,7 @@ pub mod deps;
 pub mod input;
 pub mod load;
 pub mod rego;
+pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -72,7 +73,12 @@ pub struct Decision {
     pub rule: String,
     pub http_status: u16,
     pub route: Option<Route>,
+    /// End-to-end headers the decision adds to the forwarded call.
     pub headers: BTreeMap<String, String>,
+    /// End-to-end headers the decision removes (opa-envoy's
+    /// `request_headers_to_remove`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_headers: Vec<String>,
 }
 
 impl Decision {
@@ -85,6 +91,7 @@ impl Decision {
             http_status: 403,
             route: None,
             headers: BTreeMap::new(),
+            remove_headers: Vec::new(),
         }
     }
 }
@@ -543,6 +550,9 @@ pub fn parse_decision(v: &Value) -> Result<Decision, EvalError> {
                         format!("header {name:?} is not valid HTTP"),
                     ));
                 }
+                if crate::headers::is_reserved(name) {
+                    return Err(malformed(rule, reserved_header(name)));
+                }
                 headers.insert(name.to_ascii_lowercase(), value.to_string());
             }
         }
@@ -553,6 +563,30 @@ pub fn parse_decision(v: &Value) -> Result<Decision, EvalError> {
             ))
         }
     }
+    let mut remove_headers = Vec::new();
+    match v.get("request_headers_to_remove") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(names)) => {
+            for name in names {
+                let Some(name) = name.as_str() else {
+                    return Err(malformed(
+                        rule,
+                        "request_headers_to_remove must list strings",
+                    ));
+                };
+                if crate::headers::is_reserved(name) {
+                    return Err(malformed(rule, reserved_header(name)));
+                }
+                remove_headers.push(name.to_ascii_lowercase());
+            }
+        }
+        Some(other) => {
+            return Err(malformed(
+                rule,
+                format!("request_headers_to_remove must be an array, got {other}"),
+            ))
+        }
+    }
     Ok(Decision {
         allowed,
         reason: string_field(v, rule, "reason")?,
@@ -560,7 +594,13 @@ pub fn parse_decision(v: &Value) -> Result<Decision, EvalError> {
         http_status,
         route,
         headers,
+        remove_headers,
     })
+}
+
+/// Why a decision may not touch a header: ecluse frames what it sends.
+pub fn reserved_header(name: &str) -> String {
+    format!("header {name:?} is reserved: a decision may add or remove end-to-end headers only, never Host, framing (Content-Length, Transfer-Encoding, Content-Encoding, Expect) or hop-by-hop headers")
 }
 
 #[cfg(test)]
@@ -586,6 +626,12 @@ mod tests {
             json!({"allowed": true, "route": {"model": "m"}}),
             json!({"allowed": true, "headers": {"bad header": "v"}}),
             json!({"allowed": true, "headers": {"x-a": 1}}),
+            json!({"allowed": true, "headers": {"Host": "evil.example"}}),
+            json!({"allowed": true, "headers": {"content-length": "0"}}),
+            json!({"allowed": true, "headers": {"transfer-encoding": "chunked"}}),
+            json!({"allowed": true, "headers": {"connection": "close"}}),
+            json!({"allowed": true, "request_headers_to_remove": ["host"]}),
+            json!({"allowed": true, "request_headers_to_remove": "x-a"}),
         ] {
             assert!(parse_decision(&bad).is_err(), "{bad}");
         }

@@ -21,25 +21,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tokio::io::AsyncWriteExt;
 
+use super::outbound::HOP_BY_HOP;
 use crate::config::Timeouts;
 use crate::listener::connect::Authority;
 use crate::llm::usage::{ResponseObserver, Usage};
 use crate::proxy::pool::UpstreamPool;
 use crate::reply::ProxyError;
 use crate::route::translate::openai_error;
-
-/// Hop-by-hop headers (RFC 9110 7.6.1) and proxy credentials: never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 pub enum OutboundBody {
     /// Read in full before deciding; may be re-sent on a stale pooled connection.
@@ -511,85 +499,6 @@ fn upstream_error(host: &str, e: &Error, timeout: Duration) -> ProxyError {
     }
 }
 
-pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
-
-/// The request sent upstream: origin-form path, `Host` set to the
-/// destination, hop-by-hop headers (and those `Connection` names) removed,
-/// `Content-Length` set for a buffered body.
-pub fn upstream_request_header(
-    req: &RequestHeader,
-    authority: &Authority,
-    default_port: u16,
-    body_len: Option<usize>,
-) -> Result<RequestHeader, ProxyError> {
-    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut out =
-        RequestHeader::build(req.method.clone(), path.as_bytes(), Some(req.headers.len()))
-            .map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))?;
-    let named_by_connection: Vec<String> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for (name, value) in req.headers.iter() {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || lower == "host"
-            || lower == "content-length"
-            || lower == "expect"
-            || named_by_connection.iter().any(|n| n == lower)
-        {
-            continue;
-        }
-        out.append_header(name.clone(), value.clone())
-            .map_err(|e| ProxyError::BadRequest(format!("header {lower}: {e}")))?;
-    }
-    let host = if authority.port == default_port {
-        if authority.host.contains(':') {
-            format!("[{}]", authority.host)
-        } else {
-            authority.host.clone()
-        }
-    } else {
-        authority.to_string()
-    };
-    out.insert_header(http::header::HOST, host)
-        .map_err(|e| ProxyError::BadRequest(format!("host: {e}")))?;
-    match body_len {
-        Some(len) => {
-            if len > 0 || method_expects_body(&req.method) {
-                out.insert_header(http::header::CONTENT_LENGTH, len.to_string())
-                    .map_err(|e| ProxyError::BadRequest(format!("content-length: {e}")))?;
-            }
-        }
-        None => {
-            let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
-                || req.headers.contains_key(http::header::CONTENT_LENGTH);
-            if let Some(cl) = req.headers.get(http::header::CONTENT_LENGTH) {
-                out.insert_header(http::header::CONTENT_LENGTH, cl.clone())
-                    .map_err(|e| ProxyError::BadRequest(format!("content-length: {e}")))?;
-            } else if has_body || req.version == http::Version::HTTP_2 {
-                out.insert_header(http::header::TRANSFER_ENCODING, "chunked")
-                    .map_err(|e| ProxyError::BadRequest(format!("transfer-encoding: {e}")))?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn method_expects_body(method: &http::Method) -> bool {
-    matches!(
-        *method,
-        http::Method::POST | http::Method::PUT | http::Method::PATCH
-    )
-}
-
 /// Response headers that describe the upstream connection, not the answer.
 /// `Transfer-Encoding` stays: pingora frames the client side from it.
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
@@ -617,61 +526,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_header_for_upstream() {
-        let mut req = RequestHeader::build(
-            "POST",
-            b"https://api.openai.com/v1/chat/completions?x=1",
-            None,
-        )
-        .unwrap();
-        for (k, v) in [
-            ("host", "api.openai.com"),
-            ("authorization", "Bearer sk-test"),
-            ("proxy-authorization", "Basic c2VjcmV0"),
-            ("connection", "keep-alive, x-hop"),
-            ("x-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("content-length", "999"),
-            ("expect", "100-continue"),
-            ("content-type", "application/json"),
-        ] {
-            req.append_header(k, v).unwrap();
-        }
-        let out =
-            upstream_request_header(&req, &Authority::new("api.openai.com", 443), 443, Some(42))
-                .unwrap();
-        assert_eq!(out.uri.to_string(), "/v1/chat/completions?x=1");
-        assert_eq!(out.headers["host"], "api.openai.com");
-        assert_eq!(out.headers["content-length"], "42");
-        assert_eq!(out.headers["authorization"], "Bearer sk-test");
-        for gone in [
-            "proxy-authorization",
-            "connection",
-            "x-hop",
-            "keep-alive",
-            "te",
-            "expect",
-        ] {
-            assert!(!out.headers.contains_key(gone), "{gone} was forwarded");
-        }
-        let out = upstream_request_header(&req, &Authority::new("example.com", 8080), 80, Some(0))
-            .unwrap();
-        assert_eq!(out.headers["host"], "example.com:8080");
-    }
-
-    #[test]
     fn whole_request_is_head_then_body() {
         let req =
             RequestHeader::build("POST", b"https://api.openai.com/v1/embeddings", None).unwrap();
         let body = br#"{"model":"text-embedding-3-small","input":"x"}"#;
-        let out = upstream_request_header(
-            &req,
-            &Authority::new("api.openai.com", 443),
-            443,
-            Some(body.len()),
-        )
-        .unwrap();
+        let authority = Authority::new("api.openai.com", 443);
+        let none = std::collections::BTreeMap::new();
+        let spec = super::super::outbound::Spec {
+            path: "/v1/embeddings",
+            authority: &authority,
+            default_port: 443,
+            body: super::super::outbound::BodyFraming::Buffered(body.len()),
+            rewrite: super::super::outbound::Rewrite::Inspected,
+            add: &none,
+            remove: &[],
+        };
+        let out = super::super::outbound::build(&req, &spec).unwrap();
         let wire = request_wire(&out, body).unwrap();
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let mut parsed = httparse::Request::new(&mut headers);

@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod forward;
+pub mod outbound;
 pub mod pool;
 
 use std::sync::Arc;
@@ -11,19 +12,20 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use log::info;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::audit::{self, AuditDestination, AuditRecord};
+use crate::audit;
 use crate::classify::body::{DecodeError, ReadBody};
 use crate::classify::{self, CLASSIFICATION_HEADER, RETENTION_HEADER};
+use crate::event::{self, DecisionEvent, RequestFacts, Stage};
 use crate::listener::connect::Authority;
 use crate::listener::TunnelTarget;
 use crate::llm::{self, usage::Usage, ParsedCall};
 use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
+use crate::policy::verdict::{connect_verdict, request_verdict, RequestVerdict};
 use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::redact;
 use crate::reply::ProxyError;
@@ -34,6 +36,7 @@ use crate::upstream::resolve::Resolved;
 use forward::{Forwarder, Outbound, OutboundBody};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
+use outbound::{BodyFraming, Rewrite};
 
 /// A rerouted call's body is parsed into a document to be translated; a
 /// tree of this many values is ~35 MB at worst (one-letter strings).
@@ -48,7 +51,7 @@ pub struct EgressProxy {
 pub struct RequestCtx {
     started: Instant,
     destination: Option<Authority>,
-    action: &'static str,
+    action: CallAction,
     status: u16,
     outcome: String,
     usage: Usage,
@@ -69,6 +72,62 @@ struct GenAiFacts {
     server_port: u16,
 }
 
+/// What the request path did with a call: the access line's and the
+/// request metric's `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallAction {
+    /// Refused before a decision (malformed, misdirected, over a limit).
+    Refuse,
+    /// Relayed uninspected (plain http to a tunnelled host).
+    Pass,
+    /// Being read and decided.
+    Intercept,
+    /// Decided in report mode and forwarded as sent.
+    Report,
+    Deny,
+    Allow,
+    Reroute,
+}
+
+impl CallAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallAction::Refuse => "refuse",
+            CallAction::Pass => "pass",
+            CallAction::Intercept => "intercept",
+            CallAction::Report => "report",
+            CallAction::Deny => "deny",
+            CallAction::Allow => "allow",
+            CallAction::Reroute => "reroute",
+        }
+    }
+}
+
+/// The decided action of an egress decision, as records name it.
+fn decided_action(decision: &Decision) -> &'static str {
+    match (decision.allowed, &decision.route) {
+        (false, _) => "deny",
+        (true, Some(_)) => "reroute",
+        (true, None) => "allow",
+    }
+}
+
+/// A request admitted for forwarding: where it goes and whether it is read.
+struct Admitted {
+    authority: Authority,
+    scheme: Scheme,
+    resolved: Resolved,
+    inspect: bool,
+}
+
+/// A read call: what it asks for, what it carries, the decision's input.
+struct Described {
+    parsed: ParsedCall,
+    input: RequestInput,
+    read: ReadBody,
+    destination: Arc<crate::policy::Destination>,
+}
+
 /// Where an allowed call goes.
 struct Delivery {
     authority: Authority,
@@ -85,7 +144,47 @@ impl EgressProxy {
         EgressProxy { shared, forwarder }
     }
 
+    /// The request path: admit -> (pass | read -> describe -> decide ->
+    /// record -> act) -> deliver. Each stage is one function below.
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+        // One snapshot for the whole request: one revision decides it.
+        let snapshot = self.shared.snapshot.load_full();
+        let admitted = self.admit(session, &snapshot).await?;
+        ctx.destination = Some(admitted.authority.clone());
+        if !admitted.inspect {
+            ctx.action = CallAction::Pass;
+            return self.pass(session, ctx, &admitted).await;
+        }
+        ctx.action = CallAction::Intercept;
+        let config = &self.shared.config;
+        let body = read_body(
+            session,
+            config.limits.max_request_body,
+            config.timeouts.header_read,
+        )
+        .await?;
+        let call = self.describe(session.req_header(), &snapshot, &admitted, &body)?;
+        let decision = self.decide(ctx, &snapshot, &call);
+        let decision_id = audit::new_decision_id();
+        self.record(ctx, &snapshot, &call, &body, &decision, &decision_id);
+        let delivery = self
+            .act(
+                session,
+                ctx,
+                &snapshot,
+                &admitted,
+                &call,
+                body,
+                &decision,
+                decision_id,
+            )
+            .await?;
+        self.deliver(session, ctx, delivery).await
+    }
+
+    /// Head checks, the destination (the tunnel's, or the absolute-form
+    /// URL's after its connect decision), upgrades refused, the address.
+    async fn admit(&self, session: &Session, snapshot: &Snapshot) -> Result<Admitted, ProxyError> {
         let limits = &self.shared.config.limits;
         let req = session.req_header();
         let raw_head = session
@@ -101,254 +200,74 @@ impl EgressProxy {
         if let Some(raw) = &raw_head {
             checks::check_framing(raw)?;
         }
-        let tunnel = tunnel_target(session);
-        // One snapshot for the whole request: one revision decides it.
-        let snapshot = self.shared.snapshot.load_full();
-        let req = session.req_header();
-        let (authority, scheme, pinned, inspect) = match &tunnel {
+        let (authority, scheme, pinned, inspect) = match tunnel_target(session) {
             Some(t) => {
                 checks::check_tunnel_authority(req, &t.authority)?;
                 (t.authority.clone(), Scheme::Https, Some(t.resolved), true)
             }
             None => {
                 let authority = checks::plain_destination(req)?;
-                let inspect = self.decide_plain(&snapshot, &authority)?;
+                let inspect = self.decide_plain(snapshot, &authority)?;
                 (authority, Scheme::Http, None, inspect)
             }
         };
-        ctx.destination = Some(authority.clone());
-        checks::check_no_upgrade(session.req_header())?;
+        checks::check_no_upgrade(req)?;
         let resolved = match pinned {
             Some(r) => r,
             None => self.shared.resolver.resolve(&authority).await?,
         };
-        let default_port = default_port(scheme);
-
-        if !inspect {
-            ctx.action = "pass";
-            let header = forward::upstream_request_header(
-                session.req_header(),
-                &authority,
-                default_port,
-                None,
-            )?;
-            let outbound = Outbound {
-                authority: &authority,
-                addr: resolved.addr,
-                tls: false,
-                header,
-                body: OutboundBody::Streamed,
-                response_headers: Vec::new(),
-                translate_errors: false,
-            };
-            return self.send(session, ctx, outbound).await;
-        }
-
-        ctx.action = "intercept";
-        let body = read_body(
-            session,
-            limits.max_request_body,
-            self.shared.config.timeouts.header_read,
-        )
-        .await?;
-        let destination = self.shared.destination(&snapshot, &authority, scheme);
-        let (call, input, read) = self.build_input(
-            session.req_header(),
-            destination.doc.clone(),
-            &body,
-            snapshot.trust_declared_classification,
-        )?;
-        let decision_id = audit::new_decision_id();
-        let enforced = self.shared.enforcing();
-        let decision = {
-            let tel = &self.shared.telemetry;
-            let policy_span = tel.child(&ctx.span, "ecluse.policy", SpanKind::Internal);
-            let decision = snapshot.decide_request_at(
-                &destination,
-                &input.request,
-                &input.data,
-                &self.shared.source_value,
-            );
-            policy_span.set(vec![
-                KeyValue::new("ecluse.rule", decision.rule.clone()),
-                KeyValue::new("ecluse.policy.revision", snapshot.revision.clone()),
-            ]);
-            if decision.rule == crate::policy::POLICY_ERROR_RULE {
-                policy_span.fail(&decision.reason);
-            }
-            decision
-        };
-        self.describe_call(
-            ctx,
-            &snapshot,
-            &call,
-            (read.plain(&body), read.scan.json_values),
-            &input,
-            &decision,
-            &decision_id,
-            enforced,
-            &authority,
-        );
-        self.record_request(
-            &snapshot,
-            &input,
-            &decision,
-            &decision_id,
-            enforced,
-            ctx.span.trace_id(),
-        );
-
-        let mut response_headers = vec![("x-ecluse-decision-id", decision_id.clone())];
-        // Report mode puts the decision on record and sends the call as it
-        // came; enforced, a deny stops here and an allow goes as sent or
-        // rerouted.
-        let route = if !enforced {
-            ctx.action = "report";
-            None
-        } else if !decision.allowed {
-            ctx.action = "deny";
-            ctx.error_type = Some("policy_denied");
-            return Err(ProxyError::Denied {
-                reason: decision.reason,
-                rule: decision.rule,
-                status: decision.http_status,
-                decision_id: Some(decision_id),
-            });
-        } else {
-            decision.route.as_ref()
-        };
-        match route {
-            None => {
-                let no_headers = std::collections::BTreeMap::new();
-                let decision_headers = if enforced {
-                    ctx.action = "allow";
-                    &decision.headers
-                } else {
-                    &no_headers
-                };
-                let header = self.original_header(
-                    session,
-                    &authority,
-                    default_port,
-                    &body,
-                    decision_headers,
-                )?;
-                self.deliver(
-                    session,
-                    ctx,
-                    Delivery {
-                        authority,
-                        resolved,
-                        tls: scheme == Scheme::Https,
-                        header,
-                        body,
-                        response_headers,
-                        rerouted: false,
-                    },
-                )
-                .await
-            }
-            Some(route) => {
-                ctx.action = "reroute";
-                let delivery = self
-                    .reroute(
-                        session,
-                        &call,
-                        read.plain(&body),
-                        read.scan.json_values,
-                        &input,
-                        &decision,
-                        route,
-                        &decision_id,
-                    )
-                    .await?;
-                if let Some(facts) = ctx.genai.as_mut() {
-                    let provider = snapshot.registry.lookup(&delivery.authority.host);
-                    facts.provider = telemetry::provider_name(provider.map(|p| p.id.as_str()));
-                    facts.server_address = delivery.authority.host.clone();
-                    facts.server_port = delivery.authority.port;
-                }
-                ctx.span.set(vec![
-                    KeyValue::new("ecluse.route.target", route.target.clone()),
-                    KeyValue::new(
-                        "ecluse.original.provider",
-                        telemetry::provider_name(input.destination.provider.as_deref()),
-                    ),
-                    KeyValue::new(
-                        "ecluse.original.model",
-                        input.request.model.clone().unwrap_or_default(),
-                    ),
-                ]);
-                response_headers.extend(delivery.response_headers);
-                self.deliver(
-                    session,
-                    ctx,
-                    Delivery {
-                        response_headers,
-                        ..delivery
-                    },
-                )
-                .await
-            }
-        }
+        Ok(Admitted {
+            authority,
+            scheme,
+            resolved,
+            inspect,
+        })
     }
 
-    /// The connect-stage decision for an absolute-form plain-HTTP request;
-    /// true when the request is to be inspected.
-    fn decide_plain(&self, snapshot: &Snapshot, authority: &Authority) -> Result<bool, ProxyError> {
-        let cached = self.shared.destination(snapshot, authority, Scheme::Http);
-        let decision = snapshot.decide_connect_at(&cached, &self.shared.source_value);
-        let destination = &cached.doc;
-        let decision_id = audit::new_decision_id();
-        let enforced = self.shared.enforcing();
-        info!(
-            "plain http {authority}: {} (rule {}, revision {}{}): {}",
-            decision.action.as_str(),
-            decision.rule,
-            snapshot.revision,
-            if enforced { "" } else { ", report only" },
-            decision.reason
-        );
-        self.shared.metrics.count(
-            "ecluse_decisions_total",
-            &[
-                ("stage", "connect"),
-                ("action", decision.action.as_str()),
-                ("rule", &decision.rule),
-            ],
-        );
-        self.shared.audit.record(connect_record(
-            &self.shared,
-            snapshot,
-            destination,
-            decision.action.as_str(),
-            &decision.rule,
-            &decision.reason,
-            &decision_id,
-            enforced,
-        ));
-        match decision.action {
-            ConnectAction::Deny if enforced => Err(ProxyError::Denied {
-                reason: decision.reason,
-                rule: decision.rule,
-                status: 403,
-                decision_id: Some(decision_id),
-            }),
-            ConnectAction::Deny => Ok(destination.provider.is_some()),
-            ConnectAction::Tunnel => Ok(false),
-            ConnectAction::Intercept => Ok(true),
-        }
+    /// Relays an uninspected call as the client sent it.
+    async fn pass(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        admitted: &Admitted,
+    ) -> Result<(), ProxyError> {
+        let none = std::collections::BTreeMap::new();
+        let header = outbound::build(
+            session.req_header(),
+            &outbound::Spec {
+                path: request_path(session.req_header()),
+                authority: &admitted.authority,
+                default_port: default_port(admitted.scheme),
+                body: BodyFraming::Streamed,
+                rewrite: Rewrite::Passthrough,
+                add: &none,
+                remove: &[],
+            },
+        )?;
+        let outbound = Outbound {
+            authority: &admitted.authority,
+            addr: admitted.resolved.addr,
+            tls: false,
+            header,
+            body: OutboundBody::Streamed,
+            response_headers: Vec::new(),
+            translate_errors: false,
+        };
+        self.send(session, ctx, outbound).await
     }
 
     /// Reads the call (decoded, parsed, scanned) and builds the policy
     /// input (version 1).
-    fn build_input(
+    fn describe(
         &self,
         req: &RequestHeader,
-        destination: DestinationDoc,
+        snapshot: &Snapshot,
+        admitted: &Admitted,
         body: &Bytes,
-        trust_declared: bool,
-    ) -> Result<(ParsedCall, RequestInput, ReadBody), ProxyError> {
+    ) -> Result<Described, ProxyError> {
+        let destination = self
+            .shared
+            .destination(snapshot, &admitted.authority, admitted.scheme);
         let headers = &req.headers;
         let declared = classify::declared_values(
             headers
@@ -380,45 +299,236 @@ impl EgressProxy {
             }
         })?;
         let method = req.method.as_str();
-        let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let call = llm::parse_request(destination.api.as_deref(), method, path, read.plain(body));
+        let path = request_path(req);
+        let parsed = llm::parse_request(
+            destination.doc.api.as_deref(),
+            method,
+            path,
+            read.plain(body),
+        );
         let data = declared.with_scan(
             read.scan.pii.clone(),
             read.scan.unread.clone(),
-            trust_declared,
+            snapshot.trust_declared_classification,
         );
         let request = input::request_doc(
             method,
             &redact::mask_query(path),
             headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
             body.len(),
-            &call,
+            &parsed,
         );
-        let input = input::request_input(destination, request, data, self.shared.source.clone());
-        Ok((call, input, read))
+        let input = input::request_input(
+            destination.doc.clone(),
+            request,
+            data,
+            self.shared.source.clone(),
+        );
+        Ok(Described {
+            parsed,
+            input,
+            read,
+            destination,
+        })
     }
 
-    /// Names the call's span and gives it the call's facts.
-    #[allow(clippy::too_many_arguments)]
-    fn describe_call(
+    /// Evaluates the egress policy under its own span.
+    fn decide(&self, ctx: &RequestCtx, snapshot: &Snapshot, call: &Described) -> Decision {
+        let policy_span =
+            self.shared
+                .telemetry
+                .child(&ctx.span, "ecluse.policy", SpanKind::Internal);
+        let decision = snapshot.decide_request_at(
+            &call.destination,
+            &call.input.request,
+            &call.input.data,
+            &self.shared.source_value,
+        );
+        policy_span.set(vec![
+            KeyValue::new("ecluse.rule", decision.rule.clone()),
+            KeyValue::new("ecluse.policy.revision", snapshot.revision.clone()),
+        ]);
+        if decision.rule == crate::policy::POLICY_ERROR_RULE {
+            policy_span.fail(&decision.reason);
+        }
+        decision
+    }
+
+    /// Puts the decision on record (log, metric, audit, span) and names the
+    /// call's span after what it asks for.
+    fn record(
         &self,
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
+        call: &Described,
+        body: &Bytes,
+        decision: &Decision,
+        decision_id: &str,
+    ) {
+        self.describe_call(
+            ctx,
+            &call.parsed,
+            (call.read.plain(body), call.read.scan.json_values),
+            &call.input,
+            &call.input.destination,
+        );
+        let request = &call.input.request;
+        let event = DecisionEvent {
+            stage: Stage::Request,
+            decision_id,
+            revision: &snapshot.revision,
+            action: decided_action(decision),
+            rule: &decision.rule,
+            reason: &decision.reason,
+            enforced: self.shared.enforcing(),
+            destination: &call.input.destination,
+            request: Some(RequestFacts {
+                method: &request.method,
+                path: &request.path,
+                operation: request.operation.as_deref(),
+                model: request.model.as_deref(),
+                data: &call.input.data,
+                route: decision.route.as_ref().map(|r| r.target.as_str()),
+            }),
+            workload: self.shared.source.workload.as_deref(),
+            namespace: self.shared.source.namespace.as_deref(),
+            trace_id: ctx.span.trace_id(),
+            error: None,
+            error_code: None,
+        };
+        event::emit(&self.shared, &event, Some(&ctx.span));
+    }
+
+    /// Turns the decision into what is sent: refused, as sent (report),
+    /// allowed with the decision's header changes, or rerouted.
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        admitted: &Admitted,
+        call: &Described,
+        body: Bytes,
+        decision: &Decision,
+        decision_id: String,
+    ) -> Result<Delivery, ProxyError> {
+        let id_header = ("x-ecluse-decision-id", decision_id.clone());
+        let (add, remove, action) = match request_verdict(decision, self.shared.config.mode) {
+            RequestVerdict::Refuse => {
+                ctx.action = CallAction::Deny;
+                ctx.error_type = Some("policy_denied");
+                return Err(ProxyError::Denied {
+                    reason: decision.reason.clone(),
+                    rule: decision.rule.clone(),
+                    status: decision.http_status,
+                    decision_id: Some(decision_id),
+                });
+            }
+            RequestVerdict::Reroute(route) => {
+                ctx.action = CallAction::Reroute;
+                let mut delivery = self
+                    .reroute(
+                        session,
+                        call,
+                        call.read.plain(&body),
+                        decision,
+                        route,
+                        &decision_id,
+                    )
+                    .await?;
+                self.describe_reroute(ctx, snapshot, call, route, &delivery);
+                delivery.response_headers.insert(0, id_header);
+                return Ok(delivery);
+            }
+            RequestVerdict::Report => (None, &[][..], CallAction::Report),
+            RequestVerdict::Allow => (
+                Some(&decision.headers),
+                &decision.remove_headers[..],
+                CallAction::Allow,
+            ),
+        };
+        ctx.action = action;
+        let none = std::collections::BTreeMap::new();
+        let header = outbound::build(
+            session.req_header(),
+            &outbound::Spec {
+                path: request_path(session.req_header()),
+                authority: &admitted.authority,
+                default_port: default_port(admitted.scheme),
+                body: BodyFraming::Buffered(body.len()),
+                rewrite: Rewrite::Inspected,
+                add: add.unwrap_or(&none),
+                remove,
+            },
+        )?;
+        Ok(Delivery {
+            authority: admitted.authority.clone(),
+            resolved: admitted.resolved,
+            tls: admitted.scheme == Scheme::Https,
+            header,
+            body,
+            response_headers: vec![id_header],
+            rerouted: false,
+        })
+    }
+
+    /// The connect-stage decision for an absolute-form plain-HTTP request;
+    /// true when the request is to be inspected.
+    fn decide_plain(&self, snapshot: &Snapshot, authority: &Authority) -> Result<bool, ProxyError> {
+        let cached = self.shared.destination(snapshot, authority, Scheme::Http);
+        let decision = snapshot.decide_connect_at(&cached, &self.shared.source_value);
+        let destination = &cached.doc;
+        let decision_id = audit::new_decision_id();
+        event::emit(
+            &self.shared,
+            &DecisionEvent {
+                stage: Stage::Plain,
+                decision_id: &decision_id,
+                revision: &snapshot.revision,
+                action: decision.action.as_str(),
+                rule: &decision.rule,
+                reason: &decision.reason,
+                enforced: self.shared.enforcing(),
+                destination,
+                request: None,
+                workload: self.shared.source.workload.as_deref(),
+                namespace: self.shared.source.namespace.as_deref(),
+                trace_id: None,
+                error: None,
+                error_code: None,
+            },
+            None,
+        );
+        let registered = destination.provider.is_some();
+        match connect_verdict(decision.action, self.shared.config.mode, registered) {
+            ConnectAction::Deny => Err(ProxyError::Denied {
+                reason: decision.reason,
+                rule: decision.rule,
+                status: 403,
+                decision_id: Some(decision_id),
+            }),
+            ConnectAction::Tunnel => Ok(false),
+            ConnectAction::Intercept => Ok(true),
+        }
+    }
+
+    /// Names the call's span and gives it the call's GenAI facts.
+    fn describe_call(
+        &self,
+        ctx: &mut RequestCtx,
         call: &ParsedCall,
         (body, json_values): (&[u8], u64),
         input: &RequestInput,
-        decision: &Decision,
-        decision_id: &str,
-        enforced: bool,
-        authority: &Authority,
+        destination: &DestinationDoc,
     ) {
         let operation = telemetry::operation_name(call.operation);
         ctx.genai = Some(GenAiFacts {
             operation,
             provider: telemetry::provider_name(input.destination.provider.as_deref()),
             request_model: call.model.clone(),
-            server_address: authority.host.clone(),
-            server_port: authority.port,
+            server_address: destination.host.clone(),
+            server_port: destination.port,
         });
         if !self.shared.telemetry.enabled() {
             return;
@@ -428,11 +538,6 @@ impl EgressProxy {
             None => operation.to_string(),
         };
         ctx.span.rename(name);
-        let action = match (&decision.allowed, &decision.route) {
-            (false, _) => "deny",
-            (true, Some(_)) => "reroute",
-            (true, None) => "allow",
-        };
         let mut attributes = vec![KeyValue::new("gen_ai.operation.name", operation)];
         if let Some(model) = &call.model {
             attributes.push(KeyValue::new("gen_ai.request.model", model.clone()));
@@ -458,116 +563,44 @@ impl EgressProxy {
                 }
             }
         }
-        attributes.extend(telemetry::decision_attributes(
-            action,
-            &decision.rule,
-            &decision.reason,
-            decision_id,
-            &snapshot.revision,
-            enforced,
-        ));
-        attributes.extend(telemetry::destination_attributes(&input.destination));
-        attributes.extend(telemetry::data_attributes(&input.data));
         ctx.span.set(attributes);
     }
 
-    fn record_request(
+    /// The span and GenAI facts of a rerouted call name the target.
+    fn describe_reroute(
         &self,
+        ctx: &mut RequestCtx,
         snapshot: &Snapshot,
-        input: &RequestInput,
-        decision: &Decision,
-        decision_id: &str,
-        enforced: bool,
-        trace_id: Option<String>,
+        call: &Described,
+        route: &Route,
+        delivery: &Delivery,
     ) {
-        let action = match (&decision.allowed, &decision.route) {
-            (false, _) => "deny",
-            (true, Some(_)) => "reroute",
-            (true, None) => "allow",
-        };
-        let d = &input.destination;
-        info!(
-            "request {} {}:{}{}: {action} (rule {}, revision {}, decision {decision_id}{}): {}",
-            input.request.method,
-            d.host,
-            d.port,
-            input.request.path,
-            decision.rule,
-            snapshot.revision,
-            if enforced { "" } else { ", report only" },
-            decision.reason
-        );
-        self.shared.metrics.count(
-            "ecluse_decisions_total",
-            &[
-                ("stage", "request"),
-                ("action", action),
-                ("rule", &decision.rule),
-            ],
-        );
-        self.shared.audit.record(AuditRecord {
-            time: audit::now_rfc3339(),
-            decision_id: decision_id.to_string(),
-            stage: "request",
-            revision: snapshot.revision.clone(),
-            rule: decision.rule.clone(),
-            reason: decision.reason.clone(),
-            action: action.to_string(),
-            enforced,
-            destination: audit_destination(d),
-            route: decision.route.as_ref().map(|r| r.target.clone()),
-            declared_classification: input.data.declared_classification.clone(),
-            classification: input.data.classification.clone(),
-            scan: input.data.scan.clone(),
-            retention: input.data.retention.clone(),
-            pii: input.data.pii.clone(),
-            operation: input.request.operation.clone(),
-            model: input.request.model.clone(),
-            workload: self.shared.source.workload.clone(),
-            namespace: self.shared.source.namespace.clone(),
-            trace_id,
-            error: None,
-        });
-    }
-
-    /// The client's request for its own destination: hop-by-hop and the
-    /// classification headers removed, the decision's headers added, and
-    /// answers asked for uncompressed so their usage can be read.
-    fn original_header(
-        &self,
-        session: &Session,
-        authority: &Authority,
-        default_port: u16,
-        body: &Bytes,
-        decision_headers: &std::collections::BTreeMap<String, String>,
-    ) -> Result<RequestHeader, ProxyError> {
-        let mut header = forward::upstream_request_header(
-            session.req_header(),
-            authority,
-            default_port,
-            Some(body.len()),
-        )?;
-        header.remove_header(CLASSIFICATION_HEADER);
-        header.remove_header(RETENTION_HEADER);
-        let _ = header.insert_header(http::header::ACCEPT_ENCODING, "identity");
-        for (name, value) in decision_headers {
-            header
-                .insert_header(name.clone(), value.as_str())
-                .map_err(|e| ProxyError::BadRequest(format!("decision header {name}: {e}")))?;
+        if let Some(facts) = ctx.genai.as_mut() {
+            let provider = snapshot.registry.lookup(&delivery.authority.host);
+            facts.provider = telemetry::provider_name(provider.map(|p| p.id.as_str()));
+            facts.server_address = delivery.authority.host.clone();
+            facts.server_port = delivery.authority.port;
         }
-        Ok(header)
+        ctx.span.set(vec![
+            KeyValue::new("ecluse.route.target", route.target.clone()),
+            KeyValue::new(
+                "ecluse.original.provider",
+                telemetry::provider_name(call.input.destination.provider.as_deref()),
+            ),
+            KeyValue::new(
+                "ecluse.original.model",
+                call.input.request.model.clone().unwrap_or_default(),
+            ),
+        ]);
     }
 
     /// Plans the call to the decision's target: translated body, the
     /// target's key instead of every client credential.
-    #[allow(clippy::too_many_arguments)]
     async fn reroute(
         &self,
         session: &Session,
-        call: &ParsedCall,
+        call: &Described,
         body: &[u8],
-        json_values: u64,
-        input: &RequestInput,
         decision: &Decision,
         route: &Route,
         decision_id: &str,
@@ -588,6 +621,7 @@ impl EgressProxy {
             .ok_or_else(|| route_refused(RouteError::UnknownTarget(route.target.clone())))?;
         // Only a call that is translated is parsed whole, and only when its
         // tree stays within bounds: tiny values cost ~70 bytes each as a tree.
+        let json_values = call.read.scan.json_values;
         if json_values > MAX_TRANSLATED_JSON_VALUES {
             return Err(ProxyError::DecodedTooLarge(format!(
                 "{}; but the call holds {json_values} JSON values and a rerouted call is translated in memory, at most {MAX_TRANSLATED_JSON_VALUES}",
@@ -597,8 +631,8 @@ impl EgressProxy {
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
         let plan = route::plan(
             target,
-            input.destination.api.as_deref(),
-            call.operation,
+            call.input.destination.api.as_deref(),
+            call.parsed.operation,
             json.as_ref(),
             route.model.as_deref(),
         )
@@ -617,52 +651,22 @@ impl EgressProxy {
             .resolver
             .resolve_target(&target.url.authority)
             .await?;
-
-        let client = session.req_header();
-        let mut header = RequestHeader::build(client.method.clone(), plan.path.as_bytes(), None)
-            .map_err(|e| ProxyError::BadRequest(format!("target path: {e}")))?;
-        for (name, value) in client.headers.iter() {
-            let lower = name.as_str();
-            if input::is_credential_header(lower)
-                || forward::is_hop_by_hop(lower)
-                || matches!(
-                    lower,
-                    "host" | "content-length" | "expect" | "accept-encoding" | "content-encoding"
-                )
-                || lower == CLASSIFICATION_HEADER
-                || lower == RETENTION_HEADER
-            {
-                continue;
-            }
-            let _ = header.append_header(name.clone(), value.clone());
-        }
-        let host = if target.url.authority.port == target.url.default_port() {
-            target.url.authority.host.clone()
-        } else {
-            target.url.authority.to_string()
-        };
-        let _ = header.insert_header(http::header::HOST, host);
-        let _ = header.insert_header(http::header::ACCEPT_ENCODING, "identity");
         let body = Bytes::from(plan.body.unwrap_or_default());
-        if !body.is_empty() || client.method == http::Method::POST {
-            let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-        }
-        for (name, value) in &target.headers {
-            let _ = header.insert_header(name.clone(), value.clone());
-        }
-        if let Some(key) = key {
-            let value =
-                http::HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                    ProxyError::Unavailable(format!(
-                        "target {}'s key is not a valid header value",
-                        target.name
-                    ))
-                })?;
-            let _ = header.insert_header(http::header::AUTHORIZATION, value);
-        }
-        for (name, value) in &decision.headers {
-            let _ = header.insert_header(name.clone(), value.as_str());
-        }
+        let header = outbound::build(
+            session.req_header(),
+            &outbound::Spec {
+                path: &plan.path,
+                authority: &target.url.authority,
+                default_port: target.url.default_port(),
+                body: BodyFraming::Buffered(body.len()),
+                rewrite: Rewrite::Reroute {
+                    key: key.as_ref().map(|k| k.expose()),
+                    target_headers: &target.headers,
+                },
+                add: &decision.headers,
+                remove: &decision.remove_headers,
+            },
+        )?;
         let mut response_headers = vec![("x-ecluse-route", target.name.clone())];
         if let Some(original) = plan.original_model {
             response_headers.push(("x-ecluse-original-model", original));
@@ -834,51 +838,9 @@ fn default_port(scheme: Scheme) -> u16 {
     }
 }
 
-pub fn audit_destination(d: &DestinationDoc) -> AuditDestination {
-    AuditDestination {
-        host: d.host.clone(),
-        port: d.port,
-        provider: d.provider.clone(),
-        entity: d.entity.as_ref().map(|e| e.name.clone()),
-        jurisdiction: d.entity.as_ref().map(|e| e.jurisdiction.clone()),
-    }
-}
-
-/// The audit record of a connect-stage decision.
-#[allow(clippy::too_many_arguments)]
-pub fn connect_record(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    destination: &DestinationDoc,
-    action: &str,
-    rule: &str,
-    reason: &str,
-    decision_id: &str,
-    enforced: bool,
-) -> AuditRecord {
-    AuditRecord {
-        time: audit::now_rfc3339(),
-        decision_id: decision_id.to_string(),
-        stage: "connect",
-        revision: snapshot.revision.clone(),
-        rule: rule.to_string(),
-        reason: reason.to_string(),
-        action: action.to_string(),
-        enforced,
-        destination: audit_destination(destination),
-        route: None,
-        declared_classification: None,
-        classification: None,
-        scan: Default::default(),
-        retention: None,
-        pii: Default::default(),
-        operation: None,
-        model: None,
-        workload: shared.source.workload.clone(),
-        namespace: shared.source.namespace.clone(),
-        trace_id: None,
-        error: None,
-    }
+/// The request's origin-form path and query.
+fn request_path(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 
 /// The tunnel an intercepted request arrived through, if any.
@@ -1034,8 +996,11 @@ impl EgressProxy {
                 ctx.span.set(attributes);
             }
         } else if let Some(destination) = &ctx.destination {
-            ctx.span
-                .rename(format!("ecluse.{} {}", ctx.action, destination.host));
+            ctx.span.rename(format!(
+                "ecluse.{} {}",
+                ctx.action.as_str(),
+                destination.host
+            ));
             if let Some(e) = ctx.error_type {
                 ctx.span.set(vec![KeyValue::new("error.type", e)]);
             }
@@ -1053,7 +1018,7 @@ impl ProxyHttp for EgressProxy {
         RequestCtx {
             started: Instant::now(),
             destination: None,
-            action: "refuse",
+            action: CallAction::Refuse,
             status: 0,
             outcome: String::new(),
             usage: Usage::default(),
@@ -1117,7 +1082,7 @@ impl ProxyHttp for EgressProxy {
         } else {
             ctx.status
         };
-        self.shared.metrics.request(ctx.action, status);
+        self.shared.metrics.request(ctx.action.as_str(), status);
         self.finish_call(ctx);
         let level = if status >= 500 {
             log::Level::Warn
@@ -1144,7 +1109,7 @@ impl ProxyHttp for EgressProxy {
         log::log!(
             level,
             "{} {} {}{} -> {status} in {:?} ({}{tokens})",
-            ctx.action,
+            ctx.action.as_str(),
             req.method,
             destination,
             req.uri.path(),

@@ -102,7 +102,7 @@ fn pii_scan(c: &mut Criterion) {
 }
 
 fn policy_evaluation(c: &mut Criterion) {
-    use ecluse::listener::connect::Authority;
+    use ecluse::authority::Authority;
     use ecluse::policy::input::{self, Scheme, SourceDoc};
     use ecluse::policy::load::{self, Context, PolicyFiles};
     // A mistral target, so that personal data to OpenAI is rerouted as in

@@ -57,7 +57,7 @@ impl Admin {
                 match handle.reload().await {
                     Some(outcome) => {
                         let status = match outcome {
-                            crate::source::Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                            crate::source::status::Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                             _ => StatusCode::OK,
                         };
                         let body = serde_json::json!({"outcome": outcome, "policy": self.shared.status()});

@@ -79,16 +79,6 @@ pub fn read_policy(config: &Config) -> Result<(PolicyFiles, String, String), Loa
     }
 }
 
-/// `sha256:` and the first 12 hex digits of the content's digest.
-pub fn content_revision(content: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, content);
-    let hex: String = digest.as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
 /// Writes `contents` to `path` through a temporary file and a rename, so a
 /// reader never sees half a bundle.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), String> {

@@ -4,13 +4,14 @@
 //! a policy source never silently falls back to a default.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+
+use crate::units::{de_duration, de_opt_duration, de_size};
+pub use crate::units::{parse_duration, parse_size};
 
 /// A problem with the configuration file. `ecluse check` prints every one.
 #[derive(Debug, thiserror::Error)]
@@ -376,7 +377,7 @@ impl Config {
             problems.push("upstream.connect_ports must name at least one port".to_string());
         }
         for key in self.upstream.resolve.keys() {
-            if crate::listener::connect::parse_authority(key).is_err() {
+            if crate::authority::parse_authority(key).is_err() {
                 problems.push(format!(
                     "upstream.resolve key {key:?} must be host:port, like curl --resolve"
                 ));
@@ -419,11 +420,11 @@ impl Config {
             problems.push("policy.eval_timeout must be between 1ms and 5s".to_string());
         }
         for (name, target) in &self.targets {
-            if let Err(e) = crate::route::TargetUrl::parse(&target.base_url) {
+            if let Err(e) = crate::route::url::TargetUrl::parse(&target.base_url) {
                 problems.push(format!("targets.{name}.base_url: {e}"));
             }
             if let Some(api) = &target.api {
-                if crate::route::Dialect::from_name(api).is_none() {
+                if crate::route::translate::Dialect::from_name(api).is_none() {
                     problems.push(format!(
                         "targets.{name}.api: {api:?} is not one of mistral, openai"
                     ));
@@ -472,98 +473,6 @@ impl Config {
             .key_file
             .clone()
             .unwrap_or_else(|| self.state_dir.join("ca-key.pem"))
-    }
-}
-
-/// Parses `300ms`, `10s`, `5m`, `2h`, `30d`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (examples: 300ms, 10s, 5m, 2h)"))?;
-    let millis = match unit.trim() {
-        "ms" => Some(value),
-        "" | "s" => value.checked_mul(1000),
-        "m" => value.checked_mul(60_000),
-        "h" => value.checked_mul(3_600_000),
-        "d" => value.checked_mul(86_400_000),
-        other => {
-            return Err(format!(
-                "{text:?}: unknown duration unit {other:?} (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
-/// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (examples: 32KiB, 10MiB)"))?;
-    let factor: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown size unit {other:?} (use B, KiB, MiB or GiB)"
-            ))
-        }
-    };
-    value
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// Accepts a number or a string, so `max_request_body: 1048576` and
-/// `max_request_body: 1MiB` both work.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrText {
-    Number(u64),
-    Text(String),
-}
-
-impl fmt::Display for NumberOrText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NumberOrText::Number(n) => write!(f, "{n}"),
-            NumberOrText::Text(t) => f.write_str(t),
-        }
-    }
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match NumberOrText::deserialize(d)? {
-        NumberOrText::Number(secs) => Ok(Duration::from_secs(secs)),
-        NumberOrText::Text(t) => parse_duration(&t).map_err(de::Error::custom),
-    }
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_duration(d).map(Some)
-}
-
-fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    match NumberOrText::deserialize(d)? {
-        NumberOrText::Number(n) => usize::try_from(n).map_err(de::Error::custom),
-        NumberOrText::Text(t) => parse_size(&t).map_err(de::Error::custom),
     }
 }
 

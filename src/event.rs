@@ -201,9 +201,9 @@ pub fn emit(shared: &Shared, event: &DecisionEvent<'_>, span: Option<&CallSpan>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authority::Authority;
     use crate::classify::{declared, Counts, Unread, UnreadReason};
     use crate::entity::Registry;
-    use crate::listener::connect::Authority;
     use crate::policy::input::{destination, Scheme};
 
     /// The log line, the metric, the audit record and the span attributes

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwap;
 
 use crate::audit::AuditLog;
+use crate::authority::Authority;
 use crate::config::Config;
-use crate::listener::connect::Authority;
 use crate::metrics::Metrics;
 use crate::policy::input::{Scheme, SourceDoc};
 use crate::policy::{Destination, Snapshot};
 use crate::route::Target;
-use crate::source::{PolicyStatus, ReloadHandle};
+use crate::source::status::{PolicyStatus, ReloadHandle};
 use crate::tls::LeafCache;
 use crate::upstream::resolve::Resolver;
 
@@ -54,11 +54,7 @@ impl Shared {
             .upstream
             .resolve
             .iter()
-            .filter_map(|(k, v)| {
-                crate::listener::connect::parse_authority(k)
-                    .ok()
-                    .map(|a| (a, *v))
-            })
+            .filter_map(|(k, v)| crate::authority::parse_authority(k).ok().map(|a| (a, *v)))
             .collect();
         let resolver = Resolver::new(
             overrides,

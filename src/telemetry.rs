@@ -19,7 +19,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
 use serde::Deserialize;
 
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 
 /// `telemetry:` in ecluse.yaml. Unset keys fall back to the standard
 /// `OTEL_*` environment variables.

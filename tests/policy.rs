@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use ecluse::authority::Authority;
 use ecluse::config::TargetConfig;
 use ecluse::entity::Registry;
-use ecluse::listener::connect::Authority;
 use ecluse::policy::input::{self, Scheme, SourceDoc};
 use ecluse::policy::load::{self, Context, PolicyFiles, Step};
 use ecluse::route::{targets_from_config, Target};

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 
-use crate::config::parse_duration;
 use crate::reply::ProxyError;
+use crate::units::parse_duration;
 pub use body::{Unread, UnreadReason};
 pub use detect::{scan_text, Counts};
 

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::audit::new_decision_id;
+use crate::authority::Authority;
 use crate::event::{self, DecisionEvent, Stage};
 use crate::metrics::track;
 use crate::policy::input::Scheme;
@@ -33,7 +34,7 @@ use crate::proxy::EgressProxy;
 use crate::reply::ProxyError;
 use crate::state::Shared;
 use crate::upstream::resolve::Resolved;
-use connect::{parse_head, Authority, Head};
+use connect::{parse_head, Head};
 
 /// What an intercepted tunnel's requests are bound to: the CONNECT authority
 /// and the one address that was checked for it.

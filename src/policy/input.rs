@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::authority::Authority;
 use crate::classify::DataDoc;
 use crate::entity::{Entity, Kind, Registry};
-use crate::listener::connect::Authority;
 use crate::llm::ParsedCall;
 use crate::policy::rego::{object_of, optional_number, optional_string, ToRego};
 

@@ -205,7 +205,7 @@ impl PolicyFiles {
             bytes.extend_from_slice(text.as_bytes());
             bytes.push(0);
         }
-        crate::app::content_revision(&bytes)
+        crate::revision::content_revision(&bytes)
     }
 
     /// The data documents merged into one object, keyed by path.
@@ -428,6 +428,9 @@ fn build_engine(
     Ok(engine)
 }
 
+/// Longest one `test_*` rule may evaluate.
+const TEST_EVAL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The outcome of one `test_*` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestResult {
@@ -457,7 +460,11 @@ pub fn run_tests(files: &PolicyFiles, context: &Context<'_>) -> Result<Vec<TestR
             }
         }
     }
-    let policy = RegoPolicy::new(engine, context.timeout);
+    // A test is not a call: it runs once per revision, on whatever CPU the
+    // pod has while it loads. The per-call limit would reject a good
+    // revision on a busy node, so tests get a bound of their own that only
+    // stops a test that never ends.
+    let policy = RegoPolicy::new(engine, context.timeout.max(TEST_EVAL_TIMEOUT));
     let empty = serde_json::json!({});
     Ok(names
         .into_iter()
@@ -583,7 +590,7 @@ mod tests {
             "vllm.llm.svc",
             "example.com",
         ] {
-            let authority = crate::listener::connect::Authority::new(host, 443);
+            let authority = crate::authority::Authority::new(host, 443);
             let destination = cached.destination(&authority, Scheme::Https, &[443]);
             for classification in [
                 None,
@@ -706,7 +713,7 @@ mod tests {
             timeout: Duration::from_millis(500),
         };
         let snapshot = compile(&PolicyFiles::embedded(), &context, "t".into(), "t".into()).unwrap();
-        let authority = crate::listener::connect::Authority::new("api.openai.com", 443);
+        let authority = crate::authority::Authority::new("api.openai.com", 443);
         let destination = snapshot.destination(&authority, Scheme::Https, &[443]);
         let body = r#"{"model":"gpt-4o","messages":[]}"#;
         let call = crate::llm::parse_request(
@@ -779,7 +786,7 @@ mod tests {
     }
 
     fn connect_is_remembered(snapshot: &Snapshot) -> bool {
-        let authority = crate::listener::connect::Authority::new("api.openai.com", 443);
+        let authority = crate::authority::Authority::new("api.openai.com", 443);
         let destination =
             snapshot.destination(&authority, super::super::input::Scheme::Https, &[443]);
         let source = regorus::Value::new_object();

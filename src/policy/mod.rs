@@ -14,9 +14,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::authority::Authority;
 use crate::classify::DataDoc;
 use crate::entity::Registry;
-use crate::listener::connect::Authority;
 pub use input::{ConnectInput, RequestInput};
 use input::{DestinationDoc, RequestDoc, Scheme};
 use rego::{EvalError, RegoPolicy, ToRego};

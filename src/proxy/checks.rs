@@ -3,7 +3,7 @@
 
 use pingora_http::RequestHeader;
 
-use crate::listener::connect::{parse_authority, Authority};
+use crate::authority::{parse_authority, Authority};
 use crate::reply::ProxyError;
 
 /// The request target when the client sent it in absolute form. pingora keeps

@@ -22,8 +22,8 @@ use pingora_proxy::Session;
 use tokio::io::AsyncWriteExt;
 
 use super::outbound::HOP_BY_HOP;
+use crate::authority::Authority;
 use crate::config::Timeouts;
-use crate::listener::connect::Authority;
 use crate::llm::usage::{ResponseObserver, Usage};
 use crate::proxy::pool::UpstreamPool;
 use crate::reply::ProxyError;

@@ -18,10 +18,10 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::audit;
+use crate::authority::Authority;
 use crate::classify::body::{DecodeError, ReadBody};
 use crate::classify::{self, CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::event::{self, DecisionEvent, RequestFacts, Stage};
-use crate::listener::connect::Authority;
 use crate::listener::TunnelTarget;
 use crate::llm::{self, usage::Usage, ParsedCall};
 use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pingora_http::RequestHeader;
 
+use crate::authority::Authority;
 use crate::classify::{CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::headers::FRAMING;
 pub use crate::headers::{is_hop_by_hop, is_reserved, HOP_BY_HOP};
-use crate::listener::connect::Authority;
 use crate::policy::input::is_credential_header;
 use crate::reply::ProxyError;
 

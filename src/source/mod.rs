@@ -4,6 +4,7 @@
 //! while the active one keeps deciding.
 
 pub mod git;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::policy::load::{self, Context, LoadError, PolicyFiles};
@@ -20,6 +21,7 @@ use crate::policy::Snapshot;
 use crate::route::Target;
 use crate::state::Shared;
 use git::{GitError, GitSource};
+pub use status::{Outcome, PolicyStatus, Rejection, ReloadHandle, ReloadRequest};
 
 /// Where revisions come from.
 pub enum Source {
@@ -67,46 +69,6 @@ impl Source {
     }
 }
 
-/// A revision that was refused, and at which step.
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("policy revision {revision} rejected at the {step} step: {error}")]
-pub struct Rejection {
-    pub revision: String,
-    pub step: String,
-    pub error: String,
-    pub at: u64,
-}
-
-/// What `GET /policy` reports.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct PolicyStatus {
-    pub source: String,
-    pub revision: Option<String>,
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-    pub loaded_at: Option<u64>,
-    /// True when serving the revision persisted by an earlier run because
-    /// the source could not be read at start.
-    pub from_persisted: bool,
-    pub last_error: Option<Rejection>,
-    pub last_check: Option<u64>,
-}
-
-/// How one reload attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Unchanged,
-    Swapped {
-        revision: String,
-    },
-    Rejected {
-        revision: String,
-        step: String,
-        error: String,
-    },
-}
-
 /// A revision read from the source, not yet checked.
 struct Candidate {
     revision: String,
@@ -120,8 +82,6 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
-
-pub type ReloadRequest = oneshot::Sender<Outcome>;
 
 pub struct Reloader {
     shared: Arc<Shared>,
@@ -544,13 +504,6 @@ fn load_persisted(
     }
 }
 
-impl PolicyStatus {
-    /// The commit of the active revision, for git sources.
-    pub fn reference_commit(&self) -> Option<String> {
-        self.reference.clone()
-    }
-}
-
 impl Shared {
     pub fn status(&self) -> PolicyStatus {
         self.policy_status
@@ -574,18 +527,6 @@ impl Shared {
             s.from_persisted = from_persisted;
             s.last_error = None;
         });
-    }
-}
-
-/// Requests a reload from the admin endpoint.
-#[derive(Clone)]
-pub struct ReloadHandle(pub mpsc::Sender<ReloadRequest>);
-
-impl ReloadHandle {
-    pub async fn reload(&self) -> Option<Outcome> {
-        let (tx, rx) = oneshot::channel();
-        self.0.send(tx).await.ok()?;
-        rx.await.ok()
     }
 }
 

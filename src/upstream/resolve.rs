@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::addr::{classify, Restricted};
-use crate::listener::connect::Authority;
+use crate::authority::Authority;
 
 /// How a destination resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,7 @@ mod tests {
             .iter()
             .map(|(k, v)| {
                 (
-                    crate::listener::connect::parse_authority(k).unwrap(),
+                    crate::authority::parse_authority(k).unwrap(),
                     v.parse().unwrap(),
                 )
             })

@@ -109,56 +109,24 @@ impl AuditLog {
     }
 }
 
-fn write_loop(receiver: mpsc::Receiver<AuditRecord>, mut out: Box<dyn Write + Send>) {
-    let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
-    // Busy periods are served by polling every few milliseconds, so request
-    // threads never pay for waking this one (a futex call per record); an
-    // idle log blocks until the next record.
-    const POLL: std::time::Duration = std::time::Duration::from_millis(2);
-    const IDLE_POLLS: u32 = 50;
-    let mut idle = IDLE_POLLS;
-    loop {
-        let first = if idle >= IDLE_POLLS {
-            match receiver.recv() {
-                Ok(record) => Some(record),
-                Err(_) => break,
-            }
-        } else {
-            std::thread::sleep(POLL);
-            None
-        };
-        let mut wrote = 0usize;
-        if let Some(record) = first {
-            write_one(&mut buf, &record);
-            wrote += 1;
+fn write_loop(receiver: mpsc::Receiver<AuditRecord>, out: Box<dyn Write + Send>) {
+    struct Records<W: Write>(W);
+    impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
+        fn message(&mut self, record: AuditRecord) {
+            write_one(&mut self.0, &record);
         }
-        let mut disconnected = false;
-        loop {
-            match receiver.try_recv() {
-                Ok(record) => {
-                    write_one(&mut buf, &record);
-                    wrote += 1;
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
+        fn end_of_pass(&mut self, received: bool) -> bool {
+            if received {
+                if let Err(e) = self.0.flush() {
+                    log::error!("audit log write failed: {e}");
                 }
             }
-        }
-        if wrote > 0 {
-            idle = 0;
-            if let Err(e) = buf.flush() {
-                log::error!("audit log write failed: {e}");
-            }
-        } else {
-            idle += 1;
-        }
-        if disconnected {
-            break;
+            received
         }
     }
-    let _ = buf.flush();
+    let mut records = Records(std::io::BufWriter::with_capacity(64 * 1024, out));
+    crate::polling::serve(&receiver, &mut records);
+    let _ = records.0.flush();
 }
 
 fn write_one(out: &mut impl Write, record: &AuditRecord) {

@@ -19,6 +19,7 @@ pub mod llm;
 pub mod log_sink;
 pub mod metrics;
 pub mod policy;
+mod polling;
 pub mod proxy;
 pub mod redact;
 pub mod reply;

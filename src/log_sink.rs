@@ -96,55 +96,53 @@ impl Write for LogSink {
 }
 
 fn drain(receiver: Receiver<Message>, out: Box<dyn Write + Send>, counts: &Counts) {
-    let mut out = BufWriter::with_capacity(8 * 1024, out);
-    // As the audit writer does: while busy, poll every few milliseconds so
-    // that a worker logging a line never pays for waking this thread; once
-    // idle, block until the next line.
-    const POLL: Duration = Duration::from_millis(2);
-    const IDLE_POLLS: u32 = 50;
-    let mut idle = IDLE_POLLS;
-    let mut acks = Vec::new();
-    loop {
-        let mut next = if idle >= IDLE_POLLS {
-            match receiver.recv() {
-                Ok(message) => Some(message),
-                Err(_) => break,
+    let mut lines = Lines {
+        out: BufWriter::with_capacity(8 * 1024, out),
+        counts,
+        acks: Vec::new(),
+        wrote: false,
+    };
+    crate::polling::serve(&receiver, &mut lines);
+    let _ = lines.out.flush();
+}
+
+struct Lines<'c> {
+    out: BufWriter<Box<dyn Write + Send>>,
+    counts: &'c Counts,
+    /// Flush requests answered once this pass's lines are written.
+    acks: Vec<mpsc::Sender<()>>,
+    wrote: bool,
+}
+
+impl crate::polling::Writer<Message> for Lines<'_> {
+    fn message(&mut self, message: Message) {
+        match message {
+            Message::Line(line) => {
+                self.counts.queued.fetch_sub(1, Ordering::Relaxed);
+                let _ = self.out.write_all(&line);
+                self.wrote = true;
             }
-        } else {
-            std::thread::sleep(POLL);
-            receiver.try_recv().ok()
-        };
-        let mut wrote = false;
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => {
-                    counts.queued.fetch_sub(1, Ordering::Relaxed);
-                    let _ = out.write_all(&line);
-                    wrote = true;
-                }
-                Message::Flush(ack) => acks.push(ack),
-            }
-            next = receiver.try_recv().ok();
-        }
-        let lost = counts.dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            let _ = writeln!(
-                out,
-                "ecluse: {lost} log lines dropped: stderr was not read fast enough"
-            );
-            wrote = true;
-        }
-        if wrote {
-            idle = 0;
-            let _ = out.flush();
-        } else {
-            idle += 1;
-        }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+            Message::Flush(ack) => self.acks.push(ack),
         }
     }
-    let _ = out.flush();
+
+    fn end_of_pass(&mut self, _received: bool) -> bool {
+        let lost = self.counts.dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                self.out,
+                "ecluse: {lost} log lines dropped: stderr was not read fast enough"
+            );
+        }
+        let wrote = std::mem::take(&mut self.wrote) || lost > 0;
+        if wrote {
+            let _ = self.out.flush();
+        }
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(());
+        }
+        wrote
+    }
 }
 
 #[cfg(test)]

@@ -125,9 +125,9 @@ async fn http_receiver() -> (SocketAddr, Received) {
         }),
     )
     .await;
-    let addr = mock.addr;
-    std::mem::forget(mock);
-    (addr, received)
+    // The receiver serves for the rest of the test process.
+    let mock: &'static MockUpstream = Box::leak(Box::new(mock));
+    (mock.addr, received)
 }
 
 fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {

@@ -10,6 +10,7 @@ pub struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+#[allow(unsafe_code)]
 // SAFETY: every call is forwarded to the system allocator unchanged; only
 // the counters are added.
 unsafe impl GlobalAlloc for Counting {

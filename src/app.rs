@@ -17,7 +17,7 @@ use crate::admin::Admin;
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
 use crate::listener::FrontEnd;
-use crate::policy::load::{LoadError, PolicyFiles};
+use crate::policy::load::PolicyFiles;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::EgressProxy;
 use crate::route::targets_from_config;
@@ -62,20 +62,14 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-/// The policy files of a directory or of the embedded defaults (for the
-/// `policy` commands), with their revision id and source.
-pub fn read_policy(config: &Config) -> Result<(PolicyFiles, String, String), LoadError> {
-    match &config.policy.dir {
-        None => {
-            let files = PolicyFiles::embedded();
-            let revision = format!("embedded-{}-{}", env!("CARGO_PKG_VERSION"), files.digest());
-            Ok((files, revision, "embedded".into()))
-        }
-        Some(dir) => {
-            let files = PolicyFiles::read_dir(dir)?;
-            let revision = files.digest();
-            Ok((files, revision, format!("dir:{}", dir.display())))
-        }
+/// The policy files the configured source holds now (for the `policy`
+/// commands), with their revision id and source, read as at start.
+pub fn read_policy(config: &Config) -> Result<(PolicyFiles, String, String), String> {
+    let source = Source::from_config(config);
+    match block_on(crate::source::read_candidate(&source, None, |_| false)) {
+        Ok(Some(candidate)) => Ok((candidate.files, candidate.revision, source.describe())),
+        Ok(None) => Err(format!("{} gave no revision", source.describe())),
+        Err(rejection) => Err(rejection.to_string()),
     }
 }
 

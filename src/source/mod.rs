@@ -70,10 +70,10 @@ impl Source {
 }
 
 /// A revision read from the source, not yet checked.
-struct Candidate {
-    revision: String,
-    files: PolicyFiles,
-    commit: Option<String>,
+pub struct Candidate {
+    pub revision: String,
+    pub files: PolicyFiles,
+    pub commit: Option<String>,
 }
 
 pub fn unix_now() -> u64 {
@@ -225,44 +225,78 @@ impl Reloader {
         &self,
         active_commit: Option<&str>,
     ) -> Result<Option<Candidate>, (String, String, String)> {
-        match &self.source {
-            Source::Embedded => Ok(None),
-            Source::Dir { path, .. } => {
-                let files = PolicyFiles::read_dir(path)
-                    .map_err(|e| ("unknown".to_string(), e.step.to_string(), e.message))?;
-                Ok(Some(Candidate {
-                    revision: files.digest(),
-                    files,
-                    commit: None,
-                }))
+        if matches!(self.source, Source::Embedded) {
+            return Ok(None);
+        }
+        // An unchanged commit is not read again, unless the active revision
+        // came from the persisted copy or could not decide.
+        let unchanged = |commit: &str| {
+            active_commit == Some(commit)
+                && self.shared.snapshot.load().is_ready()
+                && !self.shared.status().from_persisted
+        };
+        read_candidate(&self.source, active_commit, unchanged)
+            .await
+            .map_err(|r| (r.revision, r.step, r.error))
+    }
+}
+
+/// The one reader of policy revisions (start, reload, the `policy`
+/// commands): the source's files with their revision id, and the commit for
+/// Git. A Git commit must carry an allowed signature (when signers are
+/// configured) and descend from `active_commit`; `unchanged` says which
+/// commit need not be read at all (`Ok(None)`).
+pub async fn read_candidate(
+    source: &Source,
+    active_commit: Option<&str>,
+    unchanged: impl Fn(&str) -> bool,
+) -> Result<Option<Candidate>, Rejection> {
+    let reject = |revision: &str, step: &str, error: String| Rejection {
+        revision: revision.to_string(),
+        step: step.to_string(),
+        error,
+        at: unix_now(),
+    };
+    match source {
+        Source::Embedded => {
+            let files = PolicyFiles::embedded();
+            let revision = format!("embedded-{}-{}", env!("CARGO_PKG_VERSION"), files.digest());
+            Ok(Some(Candidate {
+                revision,
+                files,
+                commit: None,
+            }))
+        }
+        Source::Dir { path, .. } => {
+            let files = PolicyFiles::read_dir(path)
+                .map_err(|e| reject("unknown", &e.step.to_string(), e.message))?;
+            Ok(Some(Candidate {
+                revision: files.digest(),
+                files,
+                commit: None,
+            }))
+        }
+        Source::Git { git, .. } => {
+            let fail = |revision: &str, e: GitError| reject(revision, e.step(), e.to_string());
+            let commit = git.fetch().await.map_err(|e| fail("unknown", e))?;
+            if unchanged(&commit) {
+                return Ok(None);
             }
-            Source::Git { git, .. } => {
-                let fail = |revision: &str, e: GitError| {
-                    (revision.to_string(), e.step().to_string(), e.to_string())
-                };
-                let commit = git.fetch().await.map_err(|e| fail("unknown", e))?;
-                if active_commit == Some(commit.as_str())
-                    && self.shared.snapshot.load().is_ready()
-                    && !self.shared.status().from_persisted
-                {
-                    return Ok(None);
-                }
-                git.verify_signature(&commit)
-                    .await
-                    .map_err(|e| fail(&commit, e))?;
-                git.check_descends(active_commit, &commit)
-                    .await
-                    .map_err(|e| fail(&commit, e))?;
-                let files = git
-                    .read_commit(&commit)
-                    .await
-                    .map_err(|e| fail(&commit, e))?;
-                Ok(Some(Candidate {
-                    revision: commit.clone(),
-                    files,
-                    commit: Some(commit),
-                }))
-            }
+            git.verify_signature(&commit)
+                .await
+                .map_err(|e| fail(&commit, e))?;
+            git.check_descends(active_commit, &commit)
+                .await
+                .map_err(|e| fail(&commit, e))?;
+            let files = git
+                .read_commit(&commit)
+                .await
+                .map_err(|e| fail(&commit, e))?;
+            Ok(Some(Candidate {
+                revision: commit.clone(),
+                files,
+                commit: Some(commit),
+            }))
         }
     }
 }
@@ -367,49 +401,19 @@ async fn load_candidate(
     targets: &BTreeMap<String, Target>,
     source: &Source,
 ) -> Result<(Snapshot, Candidate), Rejection> {
+    let Some(candidate) = read_candidate(source, None, |_| false).await? else {
+        return Err(Rejection {
+            revision: "unknown".into(),
+            step: "read".into(),
+            error: "the source gave no revision".into(),
+            at: unix_now(),
+        });
+    };
     let reject = |revision: String, step: &str, error: String| Rejection {
         revision,
         step: step.to_string(),
         error,
         at: unix_now(),
-    };
-    let candidate = match source {
-        Source::Embedded => {
-            let files = PolicyFiles::embedded();
-            let revision = format!("embedded-{}-{}", env!("CARGO_PKG_VERSION"), files.digest());
-            Candidate {
-                revision,
-                files,
-                commit: None,
-            }
-        }
-        Source::Dir { path, .. } => {
-            let files = PolicyFiles::read_dir(path)
-                .map_err(|e| reject("unknown".into(), &e.step.to_string(), e.message))?;
-            Candidate {
-                revision: files.digest(),
-                files,
-                commit: None,
-            }
-        }
-        Source::Git { git, .. } => {
-            let commit = git
-                .fetch()
-                .await
-                .map_err(|e| reject("unknown".into(), e.step(), e.to_string()))?;
-            git.verify_signature(&commit)
-                .await
-                .map_err(|e| reject(commit.clone(), e.step(), e.to_string()))?;
-            let files = git
-                .read_commit(&commit)
-                .await
-                .map_err(|e| reject(commit.clone(), e.step(), e.to_string()))?;
-            Candidate {
-                revision: commit.clone(),
-                files,
-                commit: Some(commit),
-            }
-        }
     };
     let snapshot = build(config, targets, &candidate, source)
         .map_err(|e| reject(candidate.revision.clone(), &e.step.to_string(), e.message))?;

@@ -2,32 +2,32 @@
 //! LLM request may reach the legal entity behind its destination.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod app;
-pub mod audit;
+pub(crate) mod admin;
+pub(crate) mod app;
+pub(crate) mod audit;
 pub mod authority;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod entity;
-pub mod event;
+pub(crate) mod event;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod headers;
+pub(crate) mod headers;
 pub mod listener;
 pub mod llm;
 pub mod log_sink;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod policy;
 mod polling;
-pub mod proxy;
-pub mod redact;
-pub mod reply;
-pub mod revision;
+pub(crate) mod proxy;
+pub(crate) mod redact;
+pub(crate) mod reply;
+pub(crate) mod revision;
 pub mod route;
-pub mod source;
-pub mod state;
-pub mod telemetry;
+pub(crate) mod source;
+pub(crate) mod state;
+pub(crate) mod telemetry;
 pub mod tls;
-pub mod units;
-pub mod upstream;
+pub(crate) mod units;
+pub(crate) mod upstream;

@@ -109,6 +109,7 @@ impl UpstreamPool {
         drop(dropped);
     }
 
+    #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.lock().count
     }

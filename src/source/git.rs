@@ -71,10 +71,6 @@ impl GitSource {
         format!("git:{}#{}", redact_url(&self.config.url), self.config.r#ref)
     }
 
-    pub fn reference(&self) -> &str {
-        &self.config.r#ref
-    }
-
     fn command(&self, timeout_secs: u64) -> Command {
         let mut cmd = Command::new("git");
         cmd.current_dir(&self.repo)

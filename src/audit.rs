@@ -2,6 +2,10 @@
 //! to `audit.file`. Written by a dedicated thread so that a slow disk never
 //! stalls a call; records queue in memory meanwhile and are flushed on exit.
 //! Records carry counts and facts, never prompt text or credentials.
+//!
+//! Each record is chained to the one before it (`chain.seq`, `chain.prev`:
+//! the SHA-256 of the previous line), so an edited, removed, inserted or
+//! reordered line shows (`ecluse audit verify`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -46,6 +50,59 @@ pub struct AuditRecord {
     /// Why the decided action could not be carried out (unresolvable host, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The policy input document exactly as evaluated (no prompt text, no
+    /// credentials): what `ecluse audit replay` evaluates again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Box<serde_json::value::RawValue>>,
+    /// The decision document the policy returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<serde_json::value::RawValue>>,
+    /// Set by the writer: this record's place in the file's chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
+}
+
+/// A record's link to the one before it in the same file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Chain {
+    /// Counts from 0 per file.
+    pub seq: u64,
+    /// Lowercase hex SHA-256 of the previous line's bytes without its
+    /// newline; 64 zeros for the first record.
+    pub prev: String,
+}
+
+/// `prev` of a file's first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chain hash of one line (without its newline).
+pub fn line_hash(line: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, line);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the chain of an existing file stands, so that a restart appending
+/// to it continues it: the next `seq` and the hash of the last line.
+fn chain_tail(path: &Path) -> (u64, String) {
+    let Ok(text) = std::fs::read(path) else {
+        return (0, GENESIS.to_string());
+    };
+    let trimmed = text.strip_suffix(b"\n").unwrap_or(&text);
+    if trimmed.is_empty() {
+        return (0, GENESIS.to_string());
+    }
+    let last = match trimmed.iter().rposition(|b| *b == b'\n') {
+        Some(i) => &trimmed[i + 1..],
+        None => trimmed,
+    };
+    let seq = serde_json::from_slice::<serde_json::Value>(last)
+        .ok()
+        .and_then(|v| v.get("chain")?.get("seq")?.as_u64())
+        .map(|s| s + 1)
+        // A last line without a chain (a log from before chains, or a torn
+        // write): the chain goes on from the line count.
+        .unwrap_or_else(|| trimmed.split(|b| *b == b'\n').count() as u64);
+    (seq, line_hash(last))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,24 +122,29 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens `path` for appending, or stdout when `None`.
     pub fn open(path: Option<&Path>) -> std::io::Result<AuditLog> {
-        let out: Box<dyn Write + Send> = match path {
+        let (out, tail): (Box<dyn Write + Send>, _) = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)?,
-                )
+                let tail = chain_tail(p);
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?;
+                // A torn last line (a crash mid-write) must not swallow the
+                // next record.
+                if std::fs::read(p).is_ok_and(|t| !t.is_empty() && !t.ends_with(b"\n")) {
+                    file.write_all(b"\n")?;
+                }
+                (Box::new(file), tail)
             }
-            None => Box::new(std::io::stdout()),
+            None => (Box::new(std::io::stdout()), (0, GENESIS.to_string())),
         };
         let (sender, receiver) = mpsc::channel::<AuditRecord>();
         let writer = std::thread::Builder::new()
             .name("ecluse-audit".into())
-            .spawn(move || write_loop(receiver, out))?;
+            .spawn(move || write_loop(receiver, out, tail))?;
         Ok(AuditLog {
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
@@ -109,32 +171,57 @@ impl AuditLog {
     }
 }
 
-fn write_loop(receiver: mpsc::Receiver<AuditRecord>, out: Box<dyn Write + Send>) {
-    struct Records<W: Write>(W);
-    impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
-        fn message(&mut self, record: AuditRecord) {
-            write_one(&mut self.0, &record);
-        }
-        fn end_of_pass(&mut self, received: bool) -> bool {
-            if received {
-                if let Err(e) = self.0.flush() {
+fn write_loop(
+    receiver: mpsc::Receiver<AuditRecord>,
+    out: Box<dyn Write + Send>,
+    (seq, prev): (u64, String),
+) {
+    let mut records = Records {
+        out: std::io::BufWriter::with_capacity(64 * 1024, out),
+        seq,
+        prev,
+    };
+    crate::polling::serve(&receiver, &mut records);
+    let _ = records.out.flush();
+}
+
+/// The writer's side: the file and where its chain stands.
+struct Records<W: Write> {
+    out: W,
+    seq: u64,
+    prev: String,
+}
+
+impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
+    fn message(&mut self, mut record: AuditRecord) {
+        record.chain = Some(Chain {
+            seq: self.seq,
+            prev: std::mem::take(&mut self.prev),
+        });
+        match serde_json::to_vec(&record) {
+            Ok(mut line) => {
+                self.prev = line_hash(&line);
+                self.seq += 1;
+                line.push(b'\n');
+                if let Err(e) = self.out.write_all(&line) {
                     log::error!("audit log write failed: {e}");
                 }
             }
-            received
+            Err(e) => {
+                // Keep the chain where it was: nothing was written.
+                self.prev = record.chain.take().map(|c| c.prev).unwrap_or_default();
+                log::error!("audit record could not be serialised: {e}");
+            }
         }
     }
-    let mut records = Records(std::io::BufWriter::with_capacity(64 * 1024, out));
-    crate::polling::serve(&receiver, &mut records);
-    let _ = records.0.flush();
-}
 
-fn write_one(out: &mut impl Write, record: &AuditRecord) {
-    if let Ok(mut line) = serde_json::to_vec(record) {
-        line.push(b'\n');
-        if let Err(e) = out.write_all(&line) {
-            log::error!("audit log write failed: {e}");
+    fn end_of_pass(&mut self, received: bool) -> bool {
+        if received {
+            if let Err(e) = self.out.flush() {
+                log::error!("audit log write failed: {e}");
+            }
         }
+        received
     }
 }
 
@@ -201,6 +288,9 @@ mod tests {
                 namespace: None,
                 trace_id: None,
                 error: None,
+                input: None,
+                result: None,
+                chain: None,
             });
         }
         log.close();
@@ -214,5 +304,67 @@ mod tests {
         assert_eq!(lines[0]["pii"]["email"], 1);
         assert_eq!(lines[0]["decision_id"].as_str().unwrap().len(), 32);
         assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+        // Chained: seq from 0, prev the hash of the previous line.
+        let raw: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0]["chain"]["seq"], 0);
+        assert_eq!(lines[0]["chain"]["prev"], GENESIS);
+        for i in 1..3 {
+            assert_eq!(lines[i]["chain"]["seq"], i);
+            assert_eq!(lines[i]["chain"]["prev"], line_hash(raw[i - 1].as_bytes()));
+        }
+        // A restart appending to the file continues its chain.
+        let log = AuditLog::open(Some(&path)).unwrap();
+        log.record(
+            serde_json::from_value::<RecordFixture>(lines[0].clone())
+                .unwrap()
+                .0,
+        );
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let raw: Vec<&str> = text.lines().collect();
+        let last: serde_json::Value = serde_json::from_str(raw[3]).unwrap();
+        assert_eq!(last["chain"]["seq"], 3);
+        assert_eq!(last["chain"]["prev"], line_hash(raw[2].as_bytes()));
+    }
+
+    /// A record rebuilt from a written line, for tests.
+    struct RecordFixture(AuditRecord);
+
+    impl<'de> serde::Deserialize<'de> for RecordFixture {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let v = serde_json::Value::deserialize(d)?;
+            Ok(RecordFixture(AuditRecord {
+                time: now_rfc3339(),
+                decision_id: v["decision_id"].as_str().unwrap_or_default().into(),
+                stage: "request",
+                revision: "r2".into(),
+                rule: "egress.allowed".into(),
+                reason: "after restart".into(),
+                action: "allow".into(),
+                enforced: true,
+                destination: AuditDestination {
+                    host: "api.openai.com".into(),
+                    port: 443,
+                    provider: None,
+                    entity: None,
+                    jurisdiction: None,
+                },
+                route: None,
+                declared_classification: None,
+                classification: None,
+                scan: Default::default(),
+                retention: None,
+                pii: Default::default(),
+                operation: None,
+                model: None,
+                workload: None,
+                namespace: None,
+                trace_id: None,
+                error: None,
+                input: None,
+                result: None,
+                chain: None,
+            }))
+        }
     }
 }

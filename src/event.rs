@@ -5,6 +5,7 @@
 //! cannot drift apart.
 
 use opentelemetry::KeyValue;
+use serde_json::value::RawValue;
 
 use crate::audit::{self, AuditDestination, AuditRecord};
 use crate::classify::DataDoc;
@@ -74,6 +75,36 @@ pub struct DecisionEvent<'a> {
     pub error: Option<String>,
     /// That failure's stable code (`error.type` on the span).
     pub error_code: Option<&'static str>,
+    /// The policy input as evaluated and the decision document returned.
+    pub input: Option<Box<RawValue>>,
+    pub result: Option<Box<RawValue>>,
+}
+
+/// The connect stage's input document, as the policy evaluates it.
+#[derive(serde::Serialize)]
+struct ConnectInputDoc<'a> {
+    version: u32,
+    stage: &'static str,
+    destination: &'a DestinationDoc,
+    source: &'a crate::policy::input::SourceDoc,
+}
+
+pub fn connect_input_json(
+    destination: &DestinationDoc,
+    source: &crate::policy::input::SourceDoc,
+) -> Option<Box<RawValue>> {
+    raw_json(&ConnectInputDoc {
+        version: 1,
+        stage: "connect",
+        destination,
+        source,
+    })
+}
+
+/// A document as raw JSON for the audit record; `None` if it cannot be
+/// written (it always can: these documents are plain data).
+pub fn raw_json<T: serde::Serialize>(document: &T) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(document).ok()
 }
 
 impl DecisionEvent<'_> {
@@ -140,6 +171,9 @@ impl DecisionEvent<'_> {
             namespace: self.namespace.map(str::to_string),
             trace_id: self.trace_id.clone(),
             error: self.error.clone(),
+            input: self.input.clone(),
+            result: self.result.clone(),
+            chain: None,
         }
     }
 
@@ -247,6 +281,10 @@ mod tests {
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),
             error: None,
             error_code: None,
+            input: raw_json(&serde_json::json!({"stage": "request", "data": {"pii": {"iban": 1}}})),
+            result: raw_json(
+                &serde_json::json!({"allowed": true, "rule": "egress.personal_data_cloud_act"}),
+            ),
         };
 
         let line = event.log_line();
@@ -285,6 +323,8 @@ mod tests {
         assert_eq!(record["destination"]["entity"], "OpenAI OpCo, LLC");
         assert_eq!(record["trace_id"], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(record["workload"], "billing");
+        assert_eq!(record["input"]["data"]["pii"]["iban"], 1);
+        assert_eq!(record["result"]["rule"], "egress.personal_data_cloud_act");
 
         let attributes = event.span_attributes();
         let get = |k: &str| {

@@ -265,6 +265,17 @@ impl Telemetry {
     }
 }
 
+/// A trace id for a call that came without one while tracing is off, and
+/// the W3C `traceparent` that carries it upstream (not sampled: no span is
+/// exported for it).
+pub fn new_trace_context() -> (String, String) {
+    let trace: u128 = rand::random::<u128>().max(1);
+    let span: u64 = rand::random::<u64>().max(1);
+    let trace_id = format!("{trace:032x}");
+    let traceparent = format!("00-{trace_id}-{span:016x}-00");
+    (trace_id, traceparent)
+}
+
 fn trace_id_of(cx: &Context) -> Option<String> {
     let sc = cx.span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())

@@ -109,6 +109,8 @@ impl FrontEnd {
                 trace_id: None,
                 error: failure.map(|e| e.to_string()),
                 error_code: plan.as_ref().err().map(|e| e.code()),
+                input: event::connect_input_json(destination, &self.shared.source),
+                result: event::raw_json(&decision),
             },
             None,
         );

@@ -60,6 +60,12 @@ pub struct RequestCtx {
     genai: Option<GenAiFacts>,
     error_type: Option<&'static str>,
     time_to_first_chunk: Option<std::time::Duration>,
+    /// The call's trace id: the span's, the app's `traceparent`, or one
+    /// ecluse made, so that every record joins the app's and the
+    /// provider's logs even with tracing off.
+    trace_id: Option<String>,
+    /// Sent upstream when ecluse made the trace id and tracing is off.
+    traceparent: Option<String>,
 }
 
 /// What the GenAI span and metrics say about a call.
@@ -392,9 +398,11 @@ impl EgressProxy {
             }),
             workload: self.shared.source.workload.as_deref(),
             namespace: self.shared.source.namespace.as_deref(),
-            trace_id: ctx.span.trace_id(),
+            trace_id: ctx.trace_id.clone(),
             error: None,
             error_code: None,
+            input: event::raw_json(&call.input),
+            result: event::raw_json(decision),
         };
         event::emit(&self.shared, &event, Some(&ctx.span));
     }
@@ -497,6 +505,8 @@ impl EgressProxy {
                 trace_id: None,
                 error: None,
                 error_code: None,
+                input: event::connect_input_json(destination, &self.shared.source),
+                result: event::raw_json(&decision),
             },
             None,
         );
@@ -691,6 +701,9 @@ impl EgressProxy {
         let tel = &self.shared.telemetry;
         let upstream_span = tel.child(&ctx.span, "ecluse.upstream", SpanKind::Client);
         let mut header = delivery.header;
+        if let Some(traceparent) = &ctx.traceparent {
+            let _ = header.insert_header("traceparent", traceparent.as_str());
+        }
         if tel.enabled() {
             // The upstream continues ecluse's trace, not the app's directly.
             header.remove_header("traceparent");
@@ -1026,6 +1039,8 @@ impl ProxyHttp for EgressProxy {
             genai: None,
             error_type: None,
             time_to_first_chunk: None,
+            trace_id: None,
+            traceparent: None,
         }
     }
 
@@ -1052,6 +1067,12 @@ impl ProxyHttp for EgressProxy {
         let telemetry = &self.shared.telemetry;
         let parent = telemetry.extract(&session.req_header().headers);
         ctx.span = telemetry.start_call(&parent);
+        ctx.trace_id = ctx.span.trace_id();
+        if ctx.trace_id.is_none() {
+            let (trace_id, traceparent) = telemetry::new_trace_context();
+            ctx.trace_id = Some(trace_id);
+            ctx.traceparent = Some(traceparent);
+        }
         session.downstream_session.set_abort_on_close(true);
         if let Err(e) = self.handle(session, ctx).await {
             self.send_error(session, ctx, &e).await;

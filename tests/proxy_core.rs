@@ -158,32 +158,73 @@ async fn upstream_connections_are_reused_across_client_connections() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pooled_connection_the_upstream_drops_is_retried_on_a_new_one() {
-    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen_by_handler = seen.clone();
-    let handler: Handler = Arc::new(move |req: &Recorded| {
-        // The second request arrives on the parked connection: drop it.
-        if seen_by_handler.fetch_add(1, Ordering::SeqCst) == 1 {
+/// A mock that drops the connection as its second request arrives, which
+/// comes on the first call's connection, parked in ecluse's pool; it counts
+/// the requests it saw in `seen`.
+fn drops_the_second_request(seen: Arc<std::sync::atomic::AtomicUsize>) -> Handler {
+    Arc::new(move |req: &Recorded| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 1 {
             return MockResponse::Abort;
         }
         MockResponse::json(200, serde_json::json!({"path": req.path}))
-    });
-    let s = setup_with(handler, "").await;
-    for _ in 0..2 {
-        assert_eq!(
-            call_on_a_new_connection(&s.proxy).await,
-            200,
-            "{}",
-            s.proxy.logs()
-        );
-    }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_on_a_pooled_connection_the_upstream_drops_is_sent_again() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = setup_with(drops_the_second_request(seen.clone()), "").await;
+    assert_eq!(
+        call_on_a_new_connection(&s.proxy).await,
+        200,
+        "{}",
+        s.proxy.logs()
+    );
+    let get = hyper::Request::get("/v1/models")
+        .header("host", "api.openai.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _) = send_on_a_new_connection(&s.proxy, get).await;
+    assert_eq!(status, 200, "{}", s.proxy.logs());
     assert_eq!(
         seen.load(Ordering::SeqCst),
         3,
-        "the dropped call was sent again"
+        "the dropped GET was sent again"
     );
     assert_eq!(s.openai.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_the_upstream_may_have_received_is_never_sent_twice() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = setup_with(drops_the_second_request(seen.clone()), "").await;
+    assert_eq!(
+        call_on_a_new_connection(&s.proxy).await,
+        200,
+        "{}",
+        s.proxy.logs()
+    );
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"charge the card"}]}"#;
+    let (status, text) = send_on_a_new_connection(
+        &s.proxy,
+        post_json("api.openai.com", "/v1/chat/completions", body),
+    )
+    .await;
+    assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+    assert_eq!(v["error"]["type"], "upstream_error", "{text}");
+    let received = s
+        .openai
+        .recorded()
+        .iter()
+        .filter(|r| r.body == body.as_bytes())
+        .count();
+    assert_eq!(
+        received, 1,
+        "the POST reached the upstream {received} times"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,15 +252,21 @@ async fn an_upstream_that_answers_connection_close_is_not_reused() {
 
 /// One chat call on a new client connection (CONNECT, handshake); its status.
 async fn call_on_a_new_connection(proxy: &Proxy) -> u16 {
+    let call = post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#);
+    send_on_a_new_connection(proxy, call).await.0
+}
+
+/// One HTTP/1.1 call on a new client connection; its status and body.
+async fn send_on_a_new_connection(
+    proxy: &Proxy,
+    request: hyper::Request<Full<Bytes>>,
+) -> (u16, String) {
     let tls = proxy
         .connect_tls("api.openai.com:443", &[b"http/1.1"])
         .await;
-    let resp = http1_send(
-        tls,
-        post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
-    )
-    .await;
-    resp.status().as_u16()
+    let resp = http1_send(tls, request).await;
+    let status = resp.status().as_u16();
+    (status, body_text(resp).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

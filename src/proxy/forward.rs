@@ -149,28 +149,25 @@ impl Forwarder {
     ) -> Result<Forwarded, ProxyError> {
         let peer = self.peer(&out);
         let host = out.authority.to_string();
-        // A pooled connection the upstream closed while idle fails on first
-        // use; a buffered body can be sent again on a fresh one.
-        let mut attempts_left = 2;
+        let replayable = matches!(out.body, OutboundBody::Buffered(_));
+        let mut attempts = 0;
         let mut upstream = loop {
-            attempts_left -= 1;
+            attempts += 1;
             let (upstream, reused) = self
                 .upstream_session(&peer)
                 .await
                 .map_err(|e| upstream_error(&host, &e, self.timeouts.upstream_connect))?;
-            match self.send_request(session, upstream, &peer, &out).await {
+            let (phase, e) = match self.send_request(session, upstream, &peer, &out).await {
                 Ok(upstream) => break upstream,
-                Err(SendError::Client(e)) => return Err(e),
-                Err(SendError::Upstream(e)) => {
-                    let retry = reused
-                        && attempts_left > 0
-                        && matches!(out.body, OutboundBody::Buffered(_));
-                    if !retry {
-                        return Err(upstream_error(&host, &e, self.timeouts.first_byte));
-                    }
-                    debug!("pooled connection to {host} failed ({e}); retrying on a new one");
-                }
+                Err(SendError::Answer(e)) => return Err(e),
+                Err(SendError::Write(e)) => (Phase::Write, e),
+                Err(SendError::Read(e)) => (Phase::Read, e),
+            };
+            // A streamed body is gone once sent: only a buffered one can go again.
+            if !(replayable && may_resend(&out.header.method, phase, reused, attempts)) {
+                return Err(upstream_error(&host, &e, self.timeouts.first_byte));
             }
+            debug!("pooled connection to {host} failed ({e}); sending again on a new one");
         };
         let mut response = match upstream.response_header() {
             Some(h) => h.clone(),
@@ -303,7 +300,7 @@ impl Forwarder {
                 ClientSession::H1(
                     send_whole_request(h1, &out.header, body, peer)
                         .await
-                        .map_err(SendError::Upstream)?,
+                        .map_err(SendError::Write)?,
                 )
             }
             (mut upstream, _) => {
@@ -314,8 +311,8 @@ impl Forwarder {
         match tokio::time::timeout(self.timeouts.first_byte, upstream.read_response_header()).await
         {
             Ok(Ok(())) => Ok(upstream),
-            Ok(Err(e)) => Err(SendError::Upstream(e)),
-            Err(_) => Err(SendError::Client(ProxyError::UpstreamTimeout {
+            Ok(Err(e)) => Err(SendError::Read(e)),
+            Err(_) => Err(SendError::Answer(ProxyError::UpstreamTimeout {
                 host: out.authority.to_string(),
                 phase: "send a response header",
                 timeout: self.timeouts.first_byte,
@@ -427,14 +424,14 @@ async fn send_in_parts(
     upstream
         .write_request_header(Box::new(out.header.clone()))
         .await
-        .map_err(SendError::Upstream)?;
+        .map_err(SendError::Write)?;
     match &out.body {
         OutboundBody::Buffered(body) => {
             if !body.is_empty() {
                 upstream
                     .write_request_body(body.clone(), true)
                     .await
-                    .map_err(SendError::Upstream)?;
+                    .map_err(SendError::Write)?;
             }
         }
         OutboundBody::Streamed => loop {
@@ -443,13 +440,13 @@ async fn send_in_parts(
                 .read_request_body()
                 .await
                 .map_err(|e| {
-                    SendError::Client(ProxyError::BadRequest(format!("reading request body: {e}")))
+                    SendError::Answer(ProxyError::BadRequest(format!("reading request body: {e}")))
                 })?;
             match chunk {
                 Some(data) => upstream
                     .write_request_body(data, false)
                     .await
-                    .map_err(SendError::Upstream)?,
+                    .map_err(SendError::Write)?,
                 None => break,
             }
         },
@@ -457,7 +454,7 @@ async fn send_in_parts(
     upstream
         .finish_request_body()
         .await
-        .map_err(SendError::Upstream)
+        .map_err(SendError::Write)
 }
 
 /// Resolves when the client closes its side (or resets its HTTP/2 stream).
@@ -468,9 +465,50 @@ async fn client_gone(session: &mut Session) -> String {
     }
 }
 
+/// Why sending a call failed.
 enum SendError {
-    Upstream(Box<Error>),
-    Client(ProxyError),
+    /// Writing the request failed: the upstream cannot have received it
+    /// whole, so it cannot have acted on it.
+    Write(Box<Error>),
+    /// The request was written, then no usable response head came: the
+    /// upstream may have received the call and acted on it.
+    Read(Box<Error>),
+    /// The client is answered with this as is; never sent again.
+    Answer(ProxyError),
+}
+
+/// Where a failed call was when its upstream connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Write,
+    Read,
+}
+
+/// At most this many connections are tried for one call.
+const MAX_ATTEMPTS: u32 = 2;
+
+/// Whether a call whose upstream connection failed may be sent again on a
+/// new one. Only a reused connection is suspect: the upstream may have
+/// closed it while it sat idle in the pool, and a new one then works; a new
+/// connection that fails is the upstream's answer. Even then the call goes
+/// again only if doing it twice is harmless: the upstream never received it
+/// whole, or its method is idempotent.
+fn may_resend(method: &http::Method, phase: Phase, reused: bool, attempts: u32) -> bool {
+    reused && attempts < MAX_ATTEMPTS && (phase == Phase::Write || is_idempotent(method))
+}
+
+/// RFC 9110 9.2.2.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(method)
 }
 
 /// Maps pingora's connection and protocol errors to what the client is told.
@@ -701,6 +739,42 @@ mod tests {
         for (method, whole) in [("HEAD", false), ("GET", true), ("POST", true)] {
             let req = RequestHeader::build(method, b"/", None).unwrap();
             assert_eq!(writes_whole(&req), whole, "{method}");
+        }
+    }
+
+    #[test]
+    fn a_call_goes_again_only_when_doing_it_twice_is_harmless() {
+        use Phase::{Read, Write};
+        // (method, phase, reused, attempts so far, sent again)
+        let table: &[(&str, Phase, bool, u32, bool)] = &[
+            // The upstream may have acted on it: only idempotent methods.
+            ("GET", Read, true, 1, true),
+            ("HEAD", Read, true, 1, true),
+            ("OPTIONS", Read, true, 1, true),
+            ("PUT", Read, true, 1, true),
+            ("DELETE", Read, true, 1, true),
+            ("TRACE", Read, true, 1, true),
+            ("POST", Read, true, 1, false),
+            ("PATCH", Read, true, 1, false),
+            ("CONNECT", Read, true, 1, false),
+            // It never received the call whole: any method.
+            ("POST", Write, true, 1, true),
+            ("PATCH", Write, true, 1, true),
+            ("GET", Write, true, 1, true),
+            // A new connection that fails is the upstream's answer.
+            ("GET", Read, false, 1, false),
+            ("POST", Write, false, 1, false),
+            // Once only.
+            ("GET", Read, true, 2, false),
+            ("POST", Write, true, 2, false),
+        ];
+        for (method, phase, reused, attempts, again) in table {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                may_resend(&method, *phase, *reused, *attempts),
+                *again,
+                "{method} {phase:?} reused={reused} attempts={attempts}"
+            );
         }
     }
 

@@ -269,6 +269,152 @@ async fn send_on_a_new_connection(
     (status, body_text(resp).await)
 }
 
+/// A raw mock for api.openai.com and ecluse pointed at it.
+async fn setup_raw(handler: Handler, extra: &str) -> Setup {
+    let pki = TestPki::new();
+    let openai =
+        MockUpstream::start_raw(Some(pki.server_config(&["api.openai.com"])), handler).await;
+    let yaml = format!(
+        "{}{extra}",
+        upstream_yaml(&[("api.openai.com:443", openai.addr)], Some(&pki.ca_path))
+    );
+    let proxy = Proxy::start(&yaml);
+    Setup { pki, openai, proxy }
+}
+
+/// An HTTP/1.1 chunk.
+fn chunk(data: &str) -> String {
+    format!("{:x}\r\n{data}\r\n", data.len())
+}
+
+fn raw(bytes: String, then: AfterRaw) -> MockResponse {
+    MockResponse::Raw {
+        bytes: Bytes::from(bytes),
+        then,
+    }
+}
+
+/// Polls /metrics until it holds `line`.
+async fn await_metric(proxy: &Proxy, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = proxy.admin_get("/metrics");
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_upstream_cuts_short_reaches_the_client_cut_short() {
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let head = |content_type: &str, framing: &str| {
+            format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{framing}\r\n")
+        };
+        let chunked = "transfer-encoding: chunked\r\n";
+        match req.path.as_str() {
+            // EOF inside a chunk.
+            "/v1/cut/mid-chunk" => raw(
+                format!(
+                    "{}{}40\r\n{{\"choices\":",
+                    head("application/json", chunked),
+                    chunk(r#"{"id":"x","#)
+                ),
+                AfterRaw::Close,
+            ),
+            // Whole events, then EOF where the last chunk should be.
+            "/v1/cut/sse" => raw(
+                format!(
+                    "{}{}{}",
+                    head("text/event-stream", chunked),
+                    chunk("data: {\"n\":0}\n\n"),
+                    chunk("data: {\"n\":1}\n\n")
+                ),
+                AfterRaw::Close,
+            ),
+            // A chunk size that is not hex, on a connection left open.
+            "/v1/cut/malformed" => raw(
+                format!(
+                    "{}{}zz\r\nnot a chunk\r\n",
+                    head("application/json", chunked),
+                    chunk(r#"{"id":"x","#)
+                ),
+                AfterRaw::KeepAlive,
+            ),
+            // 10 of 100 declared bytes.
+            "/v1/cut/length" => raw(
+                format!(
+                    "{}0123456789",
+                    head("application/json", "content-length: 100\r\n")
+                ),
+                AfterRaw::Close,
+            ),
+            // Silent past timeouts.stream_idle.
+            "/v1/cut/idle" => raw(
+                format!(
+                    "{}{}",
+                    head("text/event-stream", chunked),
+                    chunk("data: {\"n\":0}\n\n")
+                ),
+                AfterRaw::Hang,
+            ),
+            other => panic!("no raw answer for {other}"),
+        }
+    });
+    let s = setup_raw(handler, "timeouts: { stream_idle: 1s }\n").await;
+    let paths = [
+        "/v1/cut/mid-chunk",
+        "/v1/cut/sse",
+        "/v1/cut/malformed",
+        "/v1/cut/length",
+        "/v1/cut/idle",
+    ];
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    for path in paths {
+        for h2 in [false, true] {
+            let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
+            let resp = if h2 {
+                let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+                let req = hyper::Request::post(format!("https://api.openai.com{path}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                match http2_send(tls, req).await {
+                    Ok(resp) => resp,
+                    // Reset before the head got out: cut short all the same.
+                    Err(e) => {
+                        assert!(format!("{e:?}").contains("Reset"), "{path}: {e:?}");
+                        continue;
+                    }
+                }
+            } else {
+                let tls = s
+                    .proxy
+                    .connect_tls("api.openai.com:443", &[b"http/1.1"])
+                    .await;
+                http1_send(tls, post_json("api.openai.com", path, body)).await
+            };
+            assert_eq!(resp.status(), 200, "{path} over {version}");
+            let read = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+                .await
+                .unwrap_or_else(|_| panic!("{path} over {version}: the body never ended"));
+            assert!(
+                read.is_err(),
+                "{path} over {version}: a broken answer ended as a whole one: {:?}",
+                read.map(|b| b.to_bytes())
+            );
+        }
+    }
+    await_metric(&s.proxy, "ecluse_upstream_truncated_total 10\n").await;
+    let logs = s.proxy.logs();
+    assert!(
+        logs.contains("upstream api.openai.com:443 cut its answer short after 10 body bytes"),
+        "{logs}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_body_reaches_the_upstream_whole() {
     let s = setup("").await;

@@ -60,14 +60,33 @@ pub struct Outbound<'a> {
     pub translate_errors: bool,
 }
 
+/// Why an answer already under way could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cut {
+    /// The upstream's answer broke off: end of stream, a read error or
+    /// malformed framing inside the body, or `timeouts.stream_idle`.
+    Upstream(String),
+    /// The client went away or could not be written to.
+    Client(String),
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Upstream(why) | Cut::Client(why) => f.write_str(why),
+        }
+    }
+}
+
 /// How a forwarded call ended.
 #[derive(Debug, Default)]
 pub struct Forwarded {
     pub status: u16,
     pub body_bytes: u64,
-    /// Set when the exchange broke after the response started: the client
-    /// connection is closed rather than answered with an error.
-    pub aborted: Option<String>,
+    /// Set when the exchange broke after the response started: the client's
+    /// answer must end as cut short (connection closed, stream reset), since
+    /// an error status can no longer be sent.
+    pub aborted: Option<Cut>,
     pub usage: Usage,
     pub streamed: bool,
     /// When the first body byte arrived from the upstream.
@@ -329,16 +348,25 @@ impl Forwarder {
         host: &str,
         sent: &mut u64,
         observer: &mut ResponseObserver,
-    ) -> Result<(), String> {
+    ) -> Result<(), Cut> {
         let idle = self.timeouts.stream_idle;
+        let client_cut = |e: Box<Error>| Cut::Client(format!("client went away: {e}"));
         loop {
             let chunk = tokio::select! {
                 read = tokio::time::timeout(idle, upstream.read_response_body()) => match read {
-                    Err(_) => return Err(format!("upstream {host} sent nothing for {idle:?}")),
-                    Ok(Err(e)) => return Err(format!("reading the answer from {host}: {e}")),
+                    Err(_) => {
+                        return Err(Cut::Upstream(format!(
+                            "upstream {host} sent nothing for {idle:?}"
+                        )))
+                    }
+                    Ok(Err(e)) => {
+                        return Err(Cut::Upstream(format!(
+                            "reading the answer from {host}: {e}"
+                        )))
+                    }
                     Ok(Ok(chunk)) => chunk,
                 },
-                closed = client_gone(session) => return Err(closed),
+                closed = client_gone(session) => return Err(Cut::Client(closed)),
             };
             let done = upstream.response_done();
             match chunk {
@@ -348,13 +376,13 @@ impl Forwarder {
                     session
                         .write_response_body(Some(data), done)
                         .await
-                        .map_err(|e| format!("client went away: {e}"))?;
+                        .map_err(client_cut)?;
                 }
                 None => {
                     session
                         .write_response_body(None, true)
                         .await
-                        .map_err(|e| format!("client went away: {e}"))?;
+                        .map_err(client_cut)?;
                 }
             }
             if done || upstream.response_done() {
@@ -362,7 +390,7 @@ impl Forwarder {
                     .downstream_session
                     .finish_body()
                     .await
-                    .map_err(|e| format!("client went away: {e}"))?;
+                    .map_err(client_cut)?;
                 return Ok(());
             }
         }

@@ -416,6 +416,98 @@ async fn an_answer_the_upstream_cuts_short_reaches_the_client_cut_short() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_informational_answer_is_502_and_its_connection_dropped() {
+    const SWITCH: &str = concat!(
+        "HTTP/1.1 101 Switching Protocols\r\n",
+        "connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+    );
+    const PROCESSING: &str = concat!(
+        "HTTP/1.1 102 Processing\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    );
+    // Early hints are harmless: the final answer follows.
+    const HINTS: &str = concat!(
+        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n",
+        "{\"ok\":true}"
+    );
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let answer = match req.path.as_str() {
+            "/v1/switch" => SWITCH,
+            "/v1/processing" => PROCESSING,
+            "/v1/hints" => HINTS,
+            other => panic!("no raw answer for {other}"),
+        };
+        raw(answer.into(), AfterRaw::KeepAlive)
+    });
+    let s = setup_raw(handler, "").await;
+    let connections = || s.openai.connections.load(Ordering::SeqCst);
+    let call = |path: &str| post_json("api.openai.com", path, r#"{"model":"m"}"#);
+
+    let (status, text) = send_on_a_new_connection(&s.proxy, call("/v1/switch")).await;
+    assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+    assert_eq!(connections(), 1);
+
+    let (status, text) = send_on_a_new_connection(&s.proxy, call("/v1/hints")).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"ok":true}"#));
+    assert_eq!(
+        connections(),
+        2,
+        "the connection that said 101 was used again"
+    );
+
+    // The hints call's connection was parked, and is dropped after a 102.
+    let (status, text) = send_on_a_new_connection(&s.proxy, call("/v1/processing")).await;
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(connections(), 2);
+    let (status, _) = send_on_a_new_connection(&s.proxy, call("/v1/hints")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        connections(),
+        3,
+        "the connection that said 102 was used again"
+    );
+    assert_eq!(
+        s.openai.recorded().len(),
+        4,
+        "a refused answer's call went again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_both_length_and_chunked_framing_is_502_and_never_pooled() {
+    let handler: Handler = Arc::new(|_req: &Recorded| {
+        let head = concat!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n",
+            "content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        raw(
+            format!("{head}{}0\r\n\r\n", chunk("{}")),
+            AfterRaw::KeepAlive,
+        )
+    });
+    let s = setup_raw(handler, "").await;
+    for i in 1..=2 {
+        let (status, text) = send_on_a_new_connection(
+            &s.proxy,
+            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
+        )
+        .await;
+        assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+        assert!(text.contains("Transfer-Encoding"), "{text}");
+        assert_eq!(
+            s.openai.connections.load(Ordering::SeqCst),
+            i,
+            "the ambiguous answer's connection was pooled and used again"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_body_reaches_the_upstream_whole() {
     let s = setup("").await;
     // A JSON body far above pingora's 64 KiB retry buffer.

@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::Timeouts;
 use crate::listener::connect::Authority;
 use crate::llm::usage::{ResponseObserver, Usage};
+use crate::proxy::checks;
 use crate::proxy::pool::UpstreamPool;
 use crate::reply::ProxyError;
 use crate::route::translate::openai_error;
@@ -327,12 +328,13 @@ impl Forwarder {
                 upstream
             }
         };
-        match tokio::time::timeout(self.timeouts.first_byte, upstream.read_response_header()).await
+        let host = out.authority.to_string();
+        match tokio::time::timeout(self.timeouts.first_byte, final_head(&mut upstream, &host)).await
         {
             Ok(Ok(())) => Ok(upstream),
-            Ok(Err(e)) => Err(SendError::Read(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(SendError::Answer(ProxyError::UpstreamTimeout {
-                host: out.authority.to_string(),
+                host,
                 phase: "send a response header",
                 timeout: self.timeouts.first_byte,
             })),
@@ -490,6 +492,68 @@ async fn client_gone(session: &mut Session) -> String {
     match session.downstream_session.read_body_or_idle(true).await {
         Err(e) => format!("client closed the connection: {e}"),
         Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Reads response heads up to the final one (pingora's HTTP/1 client hands
+/// back each interim head; h2 skips them). An answer ecluse did not ask for
+/// or cannot frame is refused; the session is then dropped with it, so its
+/// connection is closed and never pooled.
+async fn final_head(upstream: &mut ClientSession, host: &str) -> Result<(), SendError> {
+    loop {
+        upstream
+            .read_response_header()
+            .await
+            .map_err(SendError::Read)?;
+        let status = upstream.response_header().map_or(0, |h| h.status.as_u16());
+        let raw = match upstream {
+            ClientSession::H1(ref h1) => Some(h1.get_headers_raw_bytes()),
+            _ => None,
+        };
+        match judge_head(status, raw.as_deref()) {
+            Head::Final => return Ok(()),
+            Head::Interim => continue,
+            Head::Refused(why) => {
+                warn!("upstream {host}: {why}");
+                return Err(SendError::Answer(ProxyError::Upstream {
+                    host: host.to_string(),
+                    detail: why,
+                }));
+            }
+        }
+    }
+}
+
+/// What a response head from the upstream is to ecluse.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The answer to relay.
+    Final,
+    /// An interim answer that says nothing about the outcome: the final one
+    /// follows on the same connection.
+    Interim,
+    /// A head that cannot be relayed or framed safely.
+    Refused(String),
+}
+
+/// Judges a response head by its status and, for HTTP/1, its raw bytes.
+/// ecluse sends no `Expect` and never asks for an upgrade: `100 Continue`
+/// and `103 Early Hints` are harmless and skipped, any other 1xx (a `101`
+/// above all, after which the connection speaks another protocol) is an
+/// answer to a question not asked. Both `Content-Length` and
+/// `Transfer-Encoding` (pingora keeps the latter and drops the former)
+/// means the upstream and another reader may frame the body differently.
+fn judge_head(status: u16, raw: Option<&[u8]>) -> Head {
+    match status {
+        100 | 103 => return Head::Interim,
+        101..=199 => {
+            return Head::Refused(format!("sent an unsolicited {status} informational answer"))
+        }
+        _ => {}
+    }
+    match raw.map(checks::framing_problem) {
+        Some(Some(why)) => Head::Refused(format!("answer with ambiguous framing: {why}")),
+        _ => Head::Final,
     }
 }
 
@@ -802,6 +866,27 @@ mod tests {
                 may_resend(&method, *phase, *reused, *attempts),
                 *again,
                 "{method} {phase:?} reused={reused} attempts={attempts}"
+            );
+        }
+    }
+
+    #[test]
+    fn heads_ecluse_did_not_ask_for_or_cannot_frame_are_refused() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".as_slice();
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".as_slice();
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .as_slice();
+        assert_eq!(judge_head(200, Some(plain)), Head::Final);
+        assert_eq!(judge_head(200, Some(chunked)), Head::Final);
+        assert_eq!(judge_head(404, None), Head::Final);
+        assert!(matches!(judge_head(200, Some(both)), Head::Refused(_)));
+        assert!(matches!(judge_head(502, Some(both)), Head::Refused(_)));
+        assert_eq!(judge_head(100, None), Head::Interim);
+        assert_eq!(judge_head(103, None), Head::Interim);
+        for status in [101, 102, 104, 199] {
+            assert!(
+                matches!(judge_head(status, None), Head::Refused(_)),
+                "{status}"
             );
         }
     }

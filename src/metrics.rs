@@ -103,6 +103,7 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     pub tls_client_rejections: AtomicU64,
     pub leaves_minted: AtomicU64,
+    pub upstream_truncated: AtomicU64,
     labelled: Mutex<Series<SeriesKey, u64>>,
     /// `gen_ai.client.token.usage`, by operation, provider, models and token type.
     pub token_usage: Histogram,
@@ -124,6 +125,7 @@ impl Default for Metrics {
             tls_handshake_failures: AtomicU64::new(0),
             tls_client_rejections: AtomicU64::new(0),
             leaves_minted: AtomicU64::new(0),
+            upstream_truncated: AtomicU64::new(0),
             labelled: Mutex::new(Series::new()),
             token_usage: Histogram::new(
                 "gen_ai_client_token_usage",
@@ -323,7 +325,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "ecluse_connections_total",
                 "Client connections accepted",
@@ -348,6 +350,11 @@ impl Metrics {
                 "ecluse_leaf_certificates_minted_total",
                 "Leaf certificates minted",
                 self.leaves_minted.load(Ordering::Relaxed),
+            ),
+            (
+                "ecluse_upstream_truncated_total",
+                "Upstream answers that broke off after their head was relayed (closed, malformed or idle past timeouts.stream_idle)",
+                self.upstream_truncated.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in counters {
@@ -402,6 +409,9 @@ mod tests {
         assert!(text.contains("ecluse_connections_active 0\n"));
         assert!(text.contains("ecluse_requests_total{action=\"intercept\",status=\"200\"} 2\n"));
         assert!(text.contains("# TYPE ecluse_errors_total counter\n"));
+        assert!(text.contains(
+            "# TYPE ecluse_upstream_truncated_total counter\necluse_upstream_truncated_total 0\n"
+        ));
     }
 
     #[test]

@@ -158,32 +158,73 @@ async fn upstream_connections_are_reused_across_client_connections() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pooled_connection_the_upstream_drops_is_retried_on_a_new_one() {
-    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen_by_handler = seen.clone();
-    let handler: Handler = Arc::new(move |req: &Recorded| {
-        // The second request arrives on the parked connection: drop it.
-        if seen_by_handler.fetch_add(1, Ordering::SeqCst) == 1 {
+/// A mock that drops the connection as its second request arrives, which
+/// comes on the first call's connection, parked in ecluse's pool; it counts
+/// the requests it saw in `seen`.
+fn drops_the_second_request(seen: Arc<std::sync::atomic::AtomicUsize>) -> Handler {
+    Arc::new(move |req: &Recorded| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 1 {
             return MockResponse::Abort;
         }
         MockResponse::json(200, serde_json::json!({"path": req.path}))
-    });
-    let s = setup_with(handler, "").await;
-    for _ in 0..2 {
-        assert_eq!(
-            call_on_a_new_connection(&s.proxy).await,
-            200,
-            "{}",
-            s.proxy.logs()
-        );
-    }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_on_a_pooled_connection_the_upstream_drops_is_sent_again() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = setup_with(drops_the_second_request(seen.clone()), "").await;
+    assert_eq!(
+        call_on_a_new_connection(&s.proxy).await,
+        200,
+        "{}",
+        s.proxy.logs()
+    );
+    let get = hyper::Request::get("/v1/models")
+        .header("host", "api.openai.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _) = send_on_a_new_connection(&s.proxy, get).await;
+    assert_eq!(status, 200, "{}", s.proxy.logs());
     assert_eq!(
         seen.load(Ordering::SeqCst),
         3,
-        "the dropped call was sent again"
+        "the dropped GET was sent again"
     );
     assert_eq!(s.openai.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_the_upstream_may_have_received_is_never_sent_twice() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = setup_with(drops_the_second_request(seen.clone()), "").await;
+    assert_eq!(
+        call_on_a_new_connection(&s.proxy).await,
+        200,
+        "{}",
+        s.proxy.logs()
+    );
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"charge the card"}]}"#;
+    let (status, text) = send_on_a_new_connection(
+        &s.proxy,
+        post_json("api.openai.com", "/v1/chat/completions", body),
+    )
+    .await;
+    assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+    assert_eq!(v["error"]["type"], "upstream_error", "{text}");
+    let received = s
+        .openai
+        .recorded()
+        .iter()
+        .filter(|r| r.body == body.as_bytes())
+        .count();
+    assert_eq!(
+        received, 1,
+        "the POST reached the upstream {received} times"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,15 +252,259 @@ async fn an_upstream_that_answers_connection_close_is_not_reused() {
 
 /// One chat call on a new client connection (CONNECT, handshake); its status.
 async fn call_on_a_new_connection(proxy: &Proxy) -> u16 {
+    let call = post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#);
+    send_on_a_new_connection(proxy, call).await.0
+}
+
+/// One HTTP/1.1 call on a new client connection; its status and body.
+async fn send_on_a_new_connection(
+    proxy: &Proxy,
+    request: hyper::Request<Full<Bytes>>,
+) -> (u16, String) {
     let tls = proxy
         .connect_tls("api.openai.com:443", &[b"http/1.1"])
         .await;
-    let resp = http1_send(
-        tls,
-        post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
-    )
-    .await;
-    resp.status().as_u16()
+    let resp = http1_send(tls, request).await;
+    let status = resp.status().as_u16();
+    (status, body_text(resp).await)
+}
+
+/// A raw mock for api.openai.com and ecluse pointed at it.
+async fn setup_raw(handler: Handler, extra: &str) -> Setup {
+    let pki = TestPki::new();
+    let openai =
+        MockUpstream::start_raw(Some(pki.server_config(&["api.openai.com"])), handler).await;
+    let yaml = format!(
+        "{}{extra}",
+        upstream_yaml(&[("api.openai.com:443", openai.addr)], Some(&pki.ca_path))
+    );
+    let proxy = Proxy::start(&yaml);
+    Setup { pki, openai, proxy }
+}
+
+/// An HTTP/1.1 chunk.
+fn chunk(data: &str) -> String {
+    format!("{:x}\r\n{data}\r\n", data.len())
+}
+
+fn raw(bytes: String, then: AfterRaw) -> MockResponse {
+    MockResponse::Raw {
+        bytes: Bytes::from(bytes),
+        then,
+    }
+}
+
+/// Polls /metrics until it holds `line`.
+async fn await_metric(proxy: &Proxy, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = proxy.admin_get("/metrics");
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_upstream_cuts_short_reaches_the_client_cut_short() {
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let head = |content_type: &str, framing: &str| {
+            format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{framing}\r\n")
+        };
+        let chunked = "transfer-encoding: chunked\r\n";
+        match req.path.as_str() {
+            // EOF inside a chunk.
+            "/v1/cut/mid-chunk" => raw(
+                format!(
+                    "{}{}40\r\n{{\"choices\":",
+                    head("application/json", chunked),
+                    chunk(r#"{"id":"x","#)
+                ),
+                AfterRaw::Close,
+            ),
+            // Whole events, then EOF where the last chunk should be.
+            "/v1/cut/sse" => raw(
+                format!(
+                    "{}{}{}",
+                    head("text/event-stream", chunked),
+                    chunk("data: {\"n\":0}\n\n"),
+                    chunk("data: {\"n\":1}\n\n")
+                ),
+                AfterRaw::Close,
+            ),
+            // A chunk size that is not hex, on a connection left open.
+            "/v1/cut/malformed" => raw(
+                format!(
+                    "{}{}zz\r\nnot a chunk\r\n",
+                    head("application/json", chunked),
+                    chunk(r#"{"id":"x","#)
+                ),
+                AfterRaw::KeepAlive,
+            ),
+            // 10 of 100 declared bytes.
+            "/v1/cut/length" => raw(
+                format!(
+                    "{}0123456789",
+                    head("application/json", "content-length: 100\r\n")
+                ),
+                AfterRaw::Close,
+            ),
+            // Silent past timeouts.stream_idle.
+            "/v1/cut/idle" => raw(
+                format!(
+                    "{}{}",
+                    head("text/event-stream", chunked),
+                    chunk("data: {\"n\":0}\n\n")
+                ),
+                AfterRaw::Hang,
+            ),
+            other => panic!("no raw answer for {other}"),
+        }
+    });
+    let s = setup_raw(handler, "timeouts: { stream_idle: 1s }\n").await;
+    let paths = [
+        "/v1/cut/mid-chunk",
+        "/v1/cut/sse",
+        "/v1/cut/malformed",
+        "/v1/cut/length",
+        "/v1/cut/idle",
+    ];
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    for path in paths {
+        for h2 in [false, true] {
+            let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
+            let resp = if h2 {
+                let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+                let req = hyper::Request::post(format!("https://api.openai.com{path}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                match http2_send(tls, req).await {
+                    Ok(resp) => resp,
+                    // Reset before the head got out: cut short all the same.
+                    Err(e) => {
+                        assert!(format!("{e:?}").contains("Reset"), "{path}: {e:?}");
+                        continue;
+                    }
+                }
+            } else {
+                let tls = s
+                    .proxy
+                    .connect_tls("api.openai.com:443", &[b"http/1.1"])
+                    .await;
+                http1_send(tls, post_json("api.openai.com", path, body)).await
+            };
+            assert_eq!(resp.status(), 200, "{path} over {version}");
+            let read = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+                .await
+                .unwrap_or_else(|_| panic!("{path} over {version}: the body never ended"));
+            assert!(
+                read.is_err(),
+                "{path} over {version}: a broken answer ended as a whole one: {:?}",
+                read.map(|b| b.to_bytes())
+            );
+        }
+    }
+    await_metric(&s.proxy, "ecluse_upstream_truncated_total 10\n").await;
+    let logs = s.proxy.logs();
+    assert!(
+        logs.contains("upstream api.openai.com:443 cut its answer short after 10 body bytes"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_informational_answer_is_502_and_its_connection_dropped() {
+    const SWITCH: &str = concat!(
+        "HTTP/1.1 101 Switching Protocols\r\n",
+        "connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+    );
+    const PROCESSING: &str = concat!(
+        "HTTP/1.1 102 Processing\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    );
+    // Early hints are harmless: the final answer follows.
+    const HINTS: &str = concat!(
+        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n",
+        "{\"ok\":true}"
+    );
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let answer = match req.path.as_str() {
+            "/v1/switch" => SWITCH,
+            "/v1/processing" => PROCESSING,
+            "/v1/hints" => HINTS,
+            other => panic!("no raw answer for {other}"),
+        };
+        raw(answer.into(), AfterRaw::KeepAlive)
+    });
+    let s = setup_raw(handler, "").await;
+    let connections = || s.openai.connections.load(Ordering::SeqCst);
+    let call = |path: &str| post_json("api.openai.com", path, r#"{"model":"m"}"#);
+
+    let (status, text) = send_on_a_new_connection(&s.proxy, call("/v1/switch")).await;
+    assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+    assert_eq!(connections(), 1);
+
+    let (status, text) = send_on_a_new_connection(&s.proxy, call("/v1/hints")).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"ok":true}"#));
+    assert_eq!(
+        connections(),
+        2,
+        "the connection that said 101 was used again"
+    );
+
+    // The hints call's connection was parked, and is dropped after a 102.
+    let (status, text) = send_on_a_new_connection(&s.proxy, call("/v1/processing")).await;
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(connections(), 2);
+    let (status, _) = send_on_a_new_connection(&s.proxy, call("/v1/hints")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        connections(),
+        3,
+        "the connection that said 102 was used again"
+    );
+    assert_eq!(
+        s.openai.recorded().len(),
+        4,
+        "a refused answer's call went again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_both_length_and_chunked_framing_is_502_and_never_pooled() {
+    let handler: Handler = Arc::new(|_req: &Recorded| {
+        let head = concat!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n",
+            "content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        raw(
+            format!("{head}{}0\r\n\r\n", chunk("{}")),
+            AfterRaw::KeepAlive,
+        )
+    });
+    let s = setup_raw(handler, "").await;
+    for i in 1..=2 {
+        let (status, text) = send_on_a_new_connection(
+            &s.proxy,
+            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
+        )
+        .await;
+        assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+        assert!(text.contains("Transfer-Encoding"), "{text}");
+        assert_eq!(
+            s.openai.connections.load(Ordering::SeqCst),
+            i,
+            "the ambiguous answer's connection was pooled and used again"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

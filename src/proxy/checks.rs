@@ -132,6 +132,16 @@ pub fn check_head_size(
 /// refused outright. `raw` is the HTTP/1 head as received (pingora has
 /// already dropped Content-Length when Transfer-Encoding is present).
 pub fn check_framing(raw: &[u8]) -> Result<(), ProxyError> {
+    match framing_problem(raw) {
+        Some(why) => Err(ProxyError::BadRequest(why)),
+        None => Ok(()),
+    }
+}
+
+/// What makes an HTTP/1 head's framing ambiguous, if anything: both
+/// `Content-Length` and `Transfer-Encoding`, differing lengths, or a length
+/// that is not a decimal number. Requests and responses alike.
+pub fn framing_problem(raw: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(raw);
     let mut content_lengths = Vec::new();
     let mut transfer_encoding = false;
@@ -145,9 +155,7 @@ pub fn check_framing(raw: &[u8]) -> Result<(), ProxyError> {
             for part in value.split(',') {
                 let part = part.trim_matches(|c| c == ' ' || c == '\t');
                 if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(ProxyError::BadRequest(format!(
-                        "Content-Length {value:?} is not a decimal number"
-                    )));
+                    return Some(format!("Content-Length {value:?} is not a decimal number"));
                 }
                 content_lengths.push(part.trim_start_matches('0').to_string());
             }
@@ -156,16 +164,12 @@ pub fn check_framing(raw: &[u8]) -> Result<(), ProxyError> {
         }
     }
     if transfer_encoding && !content_lengths.is_empty() {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding are present".into(),
-        ));
+        return Some("both Content-Length and Transfer-Encoding are present".into());
     }
     if content_lengths.windows(2).any(|w| w[0] != w[1]) {
-        return Err(ProxyError::BadRequest(
-            "differing Content-Length values".into(),
-        ));
+        return Some("differing Content-Length values".into());
     }
-    Ok(())
+    None
 }
 
 /// SECURITY #11: protocol upgrades (WebSocket, h2c, extended CONNECT) would

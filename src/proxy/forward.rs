@@ -25,6 +25,7 @@ use super::outbound::HOP_BY_HOP;
 use crate::authority::Authority;
 use crate::config::Timeouts;
 use crate::llm::usage::{ResponseObserver, Usage};
+use crate::proxy::checks;
 use crate::proxy::pool::UpstreamPool;
 use crate::reply::ProxyError;
 use crate::route::translate::openai_error;
@@ -48,14 +49,33 @@ pub struct Outbound<'a> {
     pub translate_errors: bool,
 }
 
+/// Why an answer already under way could not be finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cut {
+    /// The upstream's answer broke off: end of stream, a read error or
+    /// malformed framing inside the body, or `timeouts.stream_idle`.
+    Upstream(String),
+    /// The client went away or could not be written to.
+    Client(String),
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Upstream(why) | Cut::Client(why) => f.write_str(why),
+        }
+    }
+}
+
 /// How a forwarded call ended.
 #[derive(Debug, Default)]
 pub struct Forwarded {
     pub status: u16,
     pub body_bytes: u64,
-    /// Set when the exchange broke after the response started: the client
-    /// connection is closed rather than answered with an error.
-    pub aborted: Option<String>,
+    /// Set when the exchange broke after the response started: the client's
+    /// answer must end as cut short (connection closed, stream reset), since
+    /// an error status can no longer be sent.
+    pub aborted: Option<Cut>,
     pub usage: Usage,
     pub streamed: bool,
     /// When the first body byte arrived from the upstream.
@@ -137,28 +157,25 @@ impl Forwarder {
     ) -> Result<Forwarded, ProxyError> {
         let peer = self.peer(&out);
         let host = out.authority.to_string();
-        // A pooled connection the upstream closed while idle fails on first
-        // use; a buffered body can be sent again on a fresh one.
-        let mut attempts_left = 2;
+        let replayable = matches!(out.body, OutboundBody::Buffered(_));
+        let mut attempts = 0;
         let mut upstream = loop {
-            attempts_left -= 1;
+            attempts += 1;
             let (upstream, reused) = self
                 .upstream_session(&peer)
                 .await
                 .map_err(|e| upstream_error(&host, &e, self.timeouts.upstream_connect))?;
-            match self.send_request(session, upstream, &peer, &out).await {
+            let (phase, e) = match self.send_request(session, upstream, &peer, &out).await {
                 Ok(upstream) => break upstream,
-                Err(SendError::Client(e)) => return Err(e),
-                Err(SendError::Upstream(e)) => {
-                    let retry = reused
-                        && attempts_left > 0
-                        && matches!(out.body, OutboundBody::Buffered(_));
-                    if !retry {
-                        return Err(upstream_error(&host, &e, self.timeouts.first_byte));
-                    }
-                    debug!("pooled connection to {host} failed ({e}); retrying on a new one");
-                }
+                Err(SendError::Answer(e)) => return Err(e),
+                Err(SendError::Write(e)) => (Phase::Write, e),
+                Err(SendError::Read(e)) => (Phase::Read, e),
+            };
+            // A streamed body is gone once sent: only a buffered one can go again.
+            if !(replayable && may_resend(&out.header.method, phase, reused, attempts)) {
+                return Err(upstream_error(&host, &e, self.timeouts.first_byte));
             }
+            debug!("pooled connection to {host} failed ({e}); sending again on a new one");
         };
         let mut response = match upstream.response_header() {
             Some(h) => h.clone(),
@@ -291,7 +308,7 @@ impl Forwarder {
                 ClientSession::H1(
                     send_whole_request(h1, &out.header, body, peer)
                         .await
-                        .map_err(SendError::Upstream)?,
+                        .map_err(SendError::Write)?,
                 )
             }
             (mut upstream, _) => {
@@ -299,12 +316,13 @@ impl Forwarder {
                 upstream
             }
         };
-        match tokio::time::timeout(self.timeouts.first_byte, upstream.read_response_header()).await
+        let host = out.authority.to_string();
+        match tokio::time::timeout(self.timeouts.first_byte, final_head(&mut upstream, &host)).await
         {
             Ok(Ok(())) => Ok(upstream),
-            Ok(Err(e)) => Err(SendError::Upstream(e)),
-            Err(_) => Err(SendError::Client(ProxyError::UpstreamTimeout {
-                host: out.authority.to_string(),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::Answer(ProxyError::UpstreamTimeout {
+                host,
                 phase: "send a response header",
                 timeout: self.timeouts.first_byte,
             })),
@@ -320,16 +338,25 @@ impl Forwarder {
         host: &str,
         sent: &mut u64,
         observer: &mut ResponseObserver,
-    ) -> Result<(), String> {
+    ) -> Result<(), Cut> {
         let idle = self.timeouts.stream_idle;
+        let client_cut = |e: Box<Error>| Cut::Client(format!("client went away: {e}"));
         loop {
             let chunk = tokio::select! {
                 read = tokio::time::timeout(idle, upstream.read_response_body()) => match read {
-                    Err(_) => return Err(format!("upstream {host} sent nothing for {idle:?}")),
-                    Ok(Err(e)) => return Err(format!("reading the answer from {host}: {e}")),
+                    Err(_) => {
+                        return Err(Cut::Upstream(format!(
+                            "upstream {host} sent nothing for {idle:?}"
+                        )))
+                    }
+                    Ok(Err(e)) => {
+                        return Err(Cut::Upstream(format!(
+                            "reading the answer from {host}: {e}"
+                        )))
+                    }
                     Ok(Ok(chunk)) => chunk,
                 },
-                closed = client_gone(session) => return Err(closed),
+                closed = client_gone(session) => return Err(Cut::Client(closed)),
             };
             let done = upstream.response_done();
             match chunk {
@@ -339,13 +366,13 @@ impl Forwarder {
                     session
                         .write_response_body(Some(data), done)
                         .await
-                        .map_err(|e| format!("client went away: {e}"))?;
+                        .map_err(client_cut)?;
                 }
                 None => {
                     session
                         .write_response_body(None, true)
                         .await
-                        .map_err(|e| format!("client went away: {e}"))?;
+                        .map_err(client_cut)?;
                 }
             }
             if done || upstream.response_done() {
@@ -353,7 +380,7 @@ impl Forwarder {
                     .downstream_session
                     .finish_body()
                     .await
-                    .map_err(|e| format!("client went away: {e}"))?;
+                    .map_err(client_cut)?;
                 return Ok(());
             }
         }
@@ -415,14 +442,14 @@ async fn send_in_parts(
     upstream
         .write_request_header(Box::new(out.header.clone()))
         .await
-        .map_err(SendError::Upstream)?;
+        .map_err(SendError::Write)?;
     match &out.body {
         OutboundBody::Buffered(body) => {
             if !body.is_empty() {
                 upstream
                     .write_request_body(body.clone(), true)
                     .await
-                    .map_err(SendError::Upstream)?;
+                    .map_err(SendError::Write)?;
             }
         }
         OutboundBody::Streamed => loop {
@@ -431,13 +458,13 @@ async fn send_in_parts(
                 .read_request_body()
                 .await
                 .map_err(|e| {
-                    SendError::Client(ProxyError::BadRequest(format!("reading request body: {e}")))
+                    SendError::Answer(ProxyError::BadRequest(format!("reading request body: {e}")))
                 })?;
             match chunk {
                 Some(data) => upstream
                     .write_request_body(data, false)
                     .await
-                    .map_err(SendError::Upstream)?,
+                    .map_err(SendError::Write)?,
                 None => break,
             }
         },
@@ -445,7 +472,7 @@ async fn send_in_parts(
     upstream
         .finish_request_body()
         .await
-        .map_err(SendError::Upstream)
+        .map_err(SendError::Write)
 }
 
 /// Resolves when the client closes its side (or resets its HTTP/2 stream).
@@ -456,9 +483,112 @@ async fn client_gone(session: &mut Session) -> String {
     }
 }
 
+/// Reads response heads up to the final one (pingora's HTTP/1 client hands
+/// back each interim head; h2 skips them). An answer ecluse did not ask for
+/// or cannot frame is refused; the session is then dropped with it, so its
+/// connection is closed and never pooled.
+async fn final_head(upstream: &mut ClientSession, host: &str) -> Result<(), SendError> {
+    loop {
+        upstream
+            .read_response_header()
+            .await
+            .map_err(SendError::Read)?;
+        let status = upstream.response_header().map_or(0, |h| h.status.as_u16());
+        let raw = match upstream {
+            ClientSession::H1(ref h1) => Some(h1.get_headers_raw_bytes()),
+            _ => None,
+        };
+        match judge_head(status, raw.as_deref()) {
+            Head::Final => return Ok(()),
+            Head::Interim => continue,
+            Head::Refused(why) => {
+                warn!("upstream {host}: {why}");
+                return Err(SendError::Answer(ProxyError::Upstream {
+                    host: host.to_string(),
+                    detail: why,
+                }));
+            }
+        }
+    }
+}
+
+/// What a response head from the upstream is to ecluse.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The answer to relay.
+    Final,
+    /// An interim answer that says nothing about the outcome: the final one
+    /// follows on the same connection.
+    Interim,
+    /// A head that cannot be relayed or framed safely.
+    Refused(String),
+}
+
+/// Judges a response head by its status and, for HTTP/1, its raw bytes.
+/// ecluse sends no `Expect` and never asks for an upgrade: `100 Continue`
+/// and `103 Early Hints` are harmless and skipped, any other 1xx (a `101`
+/// above all, after which the connection speaks another protocol) is an
+/// answer to a question not asked. Both `Content-Length` and
+/// `Transfer-Encoding` (pingora keeps the latter and drops the former)
+/// means the upstream and another reader may frame the body differently.
+fn judge_head(status: u16, raw: Option<&[u8]>) -> Head {
+    match status {
+        100 | 103 => return Head::Interim,
+        101..=199 => {
+            return Head::Refused(format!("sent an unsolicited {status} informational answer"))
+        }
+        _ => {}
+    }
+    match raw.map(checks::framing_problem) {
+        Some(Some(why)) => Head::Refused(format!("answer with ambiguous framing: {why}")),
+        _ => Head::Final,
+    }
+}
+
+/// Why sending a call failed.
 enum SendError {
-    Upstream(Box<Error>),
-    Client(ProxyError),
+    /// Writing the request failed: the upstream cannot have received it
+    /// whole, so it cannot have acted on it.
+    Write(Box<Error>),
+    /// The request was written, then no usable response head came: the
+    /// upstream may have received the call and acted on it.
+    Read(Box<Error>),
+    /// The client is answered with this as is; never sent again.
+    Answer(ProxyError),
+}
+
+/// Where a failed call was when its upstream connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Write,
+    Read,
+}
+
+/// At most this many connections are tried for one call.
+const MAX_ATTEMPTS: u32 = 2;
+
+/// Whether a call whose upstream connection failed may be sent again on a
+/// new one. Only a reused connection is suspect: the upstream may have
+/// closed it while it sat idle in the pool, and a new one then works; a new
+/// connection that fails is the upstream's answer. Even then the call goes
+/// again only if doing it twice is harmless: the upstream never received it
+/// whole, or its method is idempotent.
+fn may_resend(method: &http::Method, phase: Phase, reused: bool, attempts: u32) -> bool {
+    reused && attempts < MAX_ATTEMPTS && (phase == Phase::Write || is_idempotent(method))
+}
+
+/// RFC 9110 9.2.2.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(method)
 }
 
 /// Maps pingora's connection and protocol errors to what the client is told.
@@ -571,6 +701,63 @@ mod tests {
         for (method, whole) in [("HEAD", false), ("GET", true), ("POST", true)] {
             let req = RequestHeader::build(method, b"/", None).unwrap();
             assert_eq!(writes_whole(&req), whole, "{method}");
+        }
+    }
+
+    #[test]
+    fn a_call_goes_again_only_when_doing_it_twice_is_harmless() {
+        use Phase::{Read, Write};
+        // (method, phase, reused, attempts so far, sent again)
+        let table: &[(&str, Phase, bool, u32, bool)] = &[
+            // The upstream may have acted on it: only idempotent methods.
+            ("GET", Read, true, 1, true),
+            ("HEAD", Read, true, 1, true),
+            ("OPTIONS", Read, true, 1, true),
+            ("PUT", Read, true, 1, true),
+            ("DELETE", Read, true, 1, true),
+            ("TRACE", Read, true, 1, true),
+            ("POST", Read, true, 1, false),
+            ("PATCH", Read, true, 1, false),
+            ("CONNECT", Read, true, 1, false),
+            // It never received the call whole: any method.
+            ("POST", Write, true, 1, true),
+            ("PATCH", Write, true, 1, true),
+            ("GET", Write, true, 1, true),
+            // A new connection that fails is the upstream's answer.
+            ("GET", Read, false, 1, false),
+            ("POST", Write, false, 1, false),
+            // Once only.
+            ("GET", Read, true, 2, false),
+            ("POST", Write, true, 2, false),
+        ];
+        for (method, phase, reused, attempts, again) in table {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                may_resend(&method, *phase, *reused, *attempts),
+                *again,
+                "{method} {phase:?} reused={reused} attempts={attempts}"
+            );
+        }
+    }
+
+    #[test]
+    fn heads_ecluse_did_not_ask_for_or_cannot_frame_are_refused() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".as_slice();
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".as_slice();
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .as_slice();
+        assert_eq!(judge_head(200, Some(plain)), Head::Final);
+        assert_eq!(judge_head(200, Some(chunked)), Head::Final);
+        assert_eq!(judge_head(404, None), Head::Final);
+        assert!(matches!(judge_head(200, Some(both)), Head::Refused(_)));
+        assert!(matches!(judge_head(502, Some(both)), Head::Refused(_)));
+        assert_eq!(judge_head(100, None), Head::Interim);
+        assert_eq!(judge_head(103, None), Head::Interim);
+        for status in [101, 102, 104, 199] {
+            assert!(
+                matches!(judge_head(status, None), Head::Refused(_)),
+                "{status}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use log::warn;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -33,10 +34,13 @@ use crate::route::{self, RouteError};
 use crate::state::Shared;
 use crate::telemetry::{self, CallSpan};
 use crate::upstream::resolve::Resolved;
-use forward::{Forwarder, Outbound, OutboundBody};
+use forward::{Cut, Forwarder, Outbound, OutboundBody};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use outbound::{BodyFraming, Rewrite};
+
+/// The error `request_filter` ends with when an answer broke off midway.
+const CUT_SHORT: ErrorType = ErrorType::new("AnswerCutShort");
 
 /// A rerouted call's body is parsed into a document to be translated; a
 /// tree of this many values is ~35 MB at worst (one-letter strings).
@@ -66,6 +70,8 @@ pub struct RequestCtx {
     trace_id: Option<String>,
     /// Sent upstream when ecluse made the trace id and tracing is off.
     traceparent: Option<String>,
+    /// The answer broke off after its head was sent.
+    cut_short: bool,
 }
 
 /// What the GenAI span and metrics say about a call.
@@ -753,6 +759,7 @@ impl EgressProxy {
             session.set_keepalive(None);
         }
         let capture = self.shared.telemetry.capture_content;
+        let authority = outbound.authority;
         let forwarded = self.forwarder.forward(session, outbound, capture).await?;
         ctx.status = forwarded.status;
         ctx.usage = forwarded.usage;
@@ -761,8 +768,19 @@ impl EgressProxy {
                 .first_chunk_at
                 .map(|t| t.saturating_duration_since(ctx.started));
         }
-        if forwarded.aborted.is_some() {
+        if let Some(cut) = &forwarded.aborted {
             ctx.error_type = Some("aborted");
+            ctx.cut_short = true;
+            if let Cut::Upstream(why) = cut {
+                warn!(
+                    "upstream {authority} cut its answer short after {} body bytes were relayed: {why}",
+                    forwarded.body_bytes
+                );
+                self.shared
+                    .metrics
+                    .upstream_truncated
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         } else if forwarded.status >= 400 {
             ctx.error_type = Some(status_error_type(forwarded.status));
         }
@@ -1041,6 +1059,7 @@ impl ProxyHttp for EgressProxy {
             time_to_first_chunk: None,
             trace_id: None,
             traceparent: None,
+            cut_short: false,
         }
     }
 
@@ -1077,7 +1096,20 @@ impl ProxyHttp for EgressProxy {
         if let Err(e) = self.handle(session, ctx).await {
             self.send_error(session, ctx, &e).await;
         }
+        if ctx.cut_short {
+            // `Ok(true)` has pingora finish the response (the last chunk,
+            // END_STREAM): the client would take a broken answer for a whole
+            // one. So the stream is reset here (HTTP/2) or the connection
+            // closed (HTTP/1), and the error keeps pingora from finishing it.
+            session.downstream_session.shutdown().await;
+            return Error::e_explain(CUT_SHORT, "the answer was cut short");
+        }
         Ok(true)
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Logged where it happened, with its cause.
+        ctx.cut_short
     }
 
     async fn upstream_peer(

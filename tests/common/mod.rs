@@ -129,6 +129,21 @@ pub enum MockResponse {
     /// Close the connection without answering, as an upstream does when it
     /// drops an idle keep-alive connection just as a request arrives.
     Abort,
+    /// These bytes as the answer, written as they are: for what hyper would
+    /// never send (a body cut short, broken framing, an unasked 1xx). Only a
+    /// mock started with [`MockUpstream::start_raw`] sends them.
+    Raw { bytes: Bytes, then: AfterRaw },
+}
+
+/// What a raw mock does with the connection once its bytes are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRaw {
+    /// Wait for the next request on it.
+    KeepAlive,
+    /// Close it (TLS close_notify, then FIN).
+    Close,
+    /// Keep it open and send nothing more.
+    Hang,
 }
 
 impl MockResponse {
@@ -250,6 +265,54 @@ impl MockUpstream {
         }
     }
 
+    /// A mock that reads HTTP/1.1 requests itself (bodies framed by
+    /// `Content-Length` only) and answers with `MockResponse::Raw` bytes,
+    /// or closes (`Abort`) or hangs (`Hang`).
+    pub async fn start_raw(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: Handler,
+    ) -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (accepted, req_log) = (connections.clone(), requests.clone());
+        let acceptor = tls.map(|mut config| {
+            // Raw HTTP/1.1 only: never agree to h2.
+            Arc::make_mut(&mut config).alpn_protocols = vec![b"http/1.1".to_vec()];
+            TlsAcceptor::from(config)
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = tcp.set_nodelay(true);
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (handler, req_log, acceptor) =
+                    (handler.clone(), req_log.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                serve_raw(tls, handler, req_log).await;
+                            }
+                        }
+                        None => serve_raw(tcp, handler, req_log).await,
+                    }
+                });
+            }
+        });
+        MockUpstream {
+            addr,
+            requests,
+            cancelled_streams: Arc::new(AtomicUsize::new(0)),
+            completed_streams: Arc::new(AtomicUsize::new(0)),
+            connections,
+            task,
+        }
+    }
+
     pub fn recorded(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
@@ -306,7 +369,94 @@ async fn render(
             unreachable!()
         }
         MockResponse::Abort => unreachable!("answered by closing the connection"),
+        MockResponse::Raw { .. } => panic!("raw answers need MockUpstream::start_raw"),
     }
+}
+
+/// One connection of a raw mock: request after request until the handler
+/// says otherwise or the peer closes.
+async fn serve_raw<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    handler: Handler,
+    req_log: Arc<Mutex<Vec<Recorded>>>,
+) {
+    let mut buf = Vec::new();
+    while let Some(recorded) = read_raw_request(&mut stream, &mut buf).await {
+        let response = handler(&recorded);
+        req_log.lock().unwrap().push(recorded);
+        match response {
+            MockResponse::Raw { bytes, then } => {
+                if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                    return;
+                }
+                match then {
+                    AfterRaw::KeepAlive => continue,
+                    AfterRaw::Close => {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    AfterRaw::Hang => std::future::pending::<()>().await,
+                }
+            }
+            MockResponse::Abort => return,
+            MockResponse::Hang => std::future::pending::<()>().await,
+            _ => panic!("a raw mock answers with Raw, Abort or Hang"),
+        }
+    }
+}
+
+/// Reads one request (head, then a `Content-Length` body); `None` at end
+/// of stream. Bytes read past it stay in `buf` for the next one.
+async fn read_raw_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Option<Recorded> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut fields);
+    parsed.parse(&buf[..head_end]).ok()?;
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let method = parsed.method?.to_string();
+    let path = parsed.path?.to_string();
+    let version = format!("HTTP/1.{}", parsed.version?);
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = Bytes::copy_from_slice(&buf[head_end..head_end + length]);
+    buf.drain(..head_end + length);
+    Some(Recorded {
+        method,
+        path,
+        version,
+        headers,
+        body,
+    })
 }
 
 /// A free loopback port (bound then released).
@@ -561,6 +711,24 @@ where
         .unwrap();
     tokio::spawn(conn);
     sender.send_request(request).await.unwrap()
+}
+
+/// One HTTP/2 exchange with hyper over an established stream. An error is
+/// the stream's: reset before its head arrived (a reset discards the frames
+/// still queued for the stream).
+pub async fn http2_send<S>(
+    stream: S,
+    request: hyper::Request<Full<Bytes>>,
+) -> hyper::Result<hyper::Response<Incoming>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender.send_request(request).await
 }
 
 pub async fn body_text(response: hyper::Response<Incoming>) -> String {

@@ -800,6 +800,130 @@ async fn slow_headers_are_cut_at_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(6));
 }
 
+/// Reads one HTTP/1.1 response (Content-Length or chunked); its head and body.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, String) {
+    let head = read_until_blank_line(s).await;
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        s.read_exact(&mut body).await.unwrap();
+    } else if lower.contains("transfer-encoding: chunked") {
+        let mut byte = [0u8; 1];
+        while !body.ends_with(b"0\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            body.push(byte[0]);
+        }
+    }
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A request head with `Expect: 100-continue` and a JSON body of `len` bytes.
+fn expect_continue_head(extra: &str, len: usize) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_after_100_continue_reach_the_client() {
+    let s = setup("limits: { max_request_body: 1KiB }\n").await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let ca = s.proxy.ca_path();
+    for (header, status, code) in [
+        ("x-data-classification: personal", "403", "policy_denied"),
+        ("x-data-classification: bogus", "400", "invalid_header"),
+    ] {
+        let (exit, out, err) = curl(&[
+            "--http1.1",
+            "--proxy",
+            &s.proxy.proxy_url(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "Expect: 100-continue",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            header,
+            "-w",
+            "\n%{http_code}",
+            "--data",
+            body,
+            "https://api.openai.com/v1/chat/completions",
+        ]);
+        assert_eq!(exit, 0, "{header}: curl failed: {err}\n{}", s.proxy.logs());
+        let (json, got) = out.rsplit_once('\n').unwrap();
+        assert_eq!(got, status, "{header}: {json}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["error"]["code"], code, "{json}");
+    }
+
+    // A raw client: the policy's 403 comes after the 100 and the body.
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        expect_continue_head("x-data-classification: personal\r\n", body.len()).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let interim = read_until_blank_line(&mut tls).await;
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+    tls.write_all(body.as_bytes()).await.unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-ecluse-decision-id: "),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"]["code"], "policy_denied", "{answer}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("personal data"));
+
+    // An invalid declaration is refused before any 100: no body is sent.
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(expect_continue_head("x-data-retention: forever\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_header", "{answer}");
+    assert_eq!(v["error"]["param"], "x-data-retention", "{answer}");
+
+    // A chunked body that outgrows the limit after the 100: 413.
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let interim = read_until_blank_line(&mut tls).await;
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+    let chunk = format!("800\r\n{}\r\n0\r\n\r\n", "z".repeat(0x800));
+    tls.write_all(chunk.as_bytes()).await.unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 413 "), "{head}{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"]["code"], "body_too_large", "{answer}");
+    assert!(s.openai.recorded().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_inside_a_tunnel_is_refused() {
     let s = setup("").await;

@@ -19,7 +19,7 @@ use pingora_proxy::{ProxyHttp, Session};
 
 use crate::audit::{self, AuditDestination, AuditRecord};
 use crate::classify::body::{DecodeError, ReadBody};
-use crate::classify::{self, CLASSIFICATION_HEADER, RETENTION_HEADER};
+use crate::classify::{self, DataDoc, CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::listener::connect::Authority;
 use crate::listener::TunnelTarget;
 use crate::llm::{self, usage::Usage, ParsedCall};
@@ -145,16 +145,25 @@ impl EgressProxy {
         }
 
         ctx.action = "intercept";
+        // A client waiting for 100 Continue is refused before it sends its
+        // body. Any other has its body read first: closing on a refusal with
+        // the body unread would reset the connection before the answer.
+        let declared = declared_data(session.req_header());
+        if let (Err(e), true) = (&declared, expects_continue(session.req_header())) {
+            return Err(e.clone());
+        }
         let body = read_body(
             session,
             limits.max_request_body,
             self.shared.config.timeouts.header_read,
         )
         .await?;
+        let declared = declared?;
         let destination = self.shared.destination(&snapshot, &authority, scheme);
         let (call, input, read) = self.build_input(
             session.req_header(),
             destination.doc.clone(),
+            declared,
             &body,
             snapshot.trust_declared_classification,
         )?;
@@ -346,20 +355,11 @@ impl EgressProxy {
         &self,
         req: &RequestHeader,
         destination: DestinationDoc,
+        declared: DataDoc,
         body: &Bytes,
         trust_declared: bool,
     ) -> Result<(ParsedCall, RequestInput, ReadBody), ProxyError> {
         let headers = &req.headers;
-        let declared = classify::declared_values(
-            headers
-                .get_all(CLASSIFICATION_HEADER)
-                .iter()
-                .map(|v| v.as_bytes()),
-            headers
-                .get_all(RETENTION_HEADER)
-                .iter()
-                .map(|v| v.as_bytes()),
-        )?;
         let limits = &self.shared.config.limits;
         let read = classify::body::read_request(
             headers
@@ -774,7 +774,11 @@ impl EgressProxy {
                 .metrics
                 .count("ecluse_upstream_errors_total", &[("kind", error.code())]);
         }
-        if session.response_written().is_some() {
+        // A 100 Continue is no answer: the final one is still owed.
+        let answered = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        if answered {
             session.set_keepalive(None);
             return;
         }
@@ -891,6 +895,27 @@ fn tunnel_target(session: &Session) -> Option<TunnelTarget> {
         .map(|t| (**t).clone())
 }
 
+/// The `x-data-classification` and `x-data-retention` values of a request.
+fn declared_data(req: &RequestHeader) -> Result<DataDoc, ProxyError> {
+    let headers = &req.headers;
+    classify::declared_values(
+        headers
+            .get_all(CLASSIFICATION_HEADER)
+            .iter()
+            .map(|v| v.as_bytes()),
+        headers
+            .get_all(RETENTION_HEADER)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// After an early 413 the client is usually still sending its body.
 /// Closing with unread bytes makes the kernel reset the connection, and the
 /// client then sees a broken pipe instead of the 413. So read and drop what
@@ -925,12 +950,7 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let expects_continue = session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
+    if expects_continue(session.req_header()) {
         session
             .write_continue_response()
             .await

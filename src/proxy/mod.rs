@@ -21,6 +21,7 @@ use crate::audit::{self, AuditDestination, AuditRecord};
 use crate::classify::body::{DecodeError, ReadBody};
 use crate::classify::{self, DataDoc, CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::listener::connect::Authority;
+use crate::listener::head_clock::HeadClock;
 use crate::listener::TunnelTarget;
 use crate::llm::{self, usage::Usage, ParsedCall};
 use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
@@ -916,6 +917,16 @@ fn expects_continue(req: &RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// The clock of the tunnel's request heads (see `listener::head_clock`).
+fn head_clock(session: &Session) -> Option<&HeadClock> {
+    let digest = session.digest()?.proxy_digest.as_ref()?;
+    digest
+        .user_data
+        .as_ref()?
+        .downcast_ref::<Arc<TunnelTarget>>()
+        .map(|t| &*t.head_clock)
+}
+
 /// After an early 413 the client is usually still sending its body.
 /// Closing with unread bytes makes the kernel reset the connection, and the
 /// client then sees a broken pipe instead of the 413. So read and drop what
@@ -1089,6 +1100,9 @@ impl ProxyHttp for EgressProxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if let Some(clock) = head_clock(session) {
+            clock.head_complete();
+        }
         let timeouts = &self.shared.config.timeouts;
         session.set_read_timeout(Some(timeouts.header_read));
         let idle = timeouts.keepalive_idle.as_secs();
@@ -1128,6 +1142,9 @@ impl ProxyHttp for EgressProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(clock) = head_clock(session) {
+            clock.request_done();
+        }
         let req = session.req_header();
         let status = if ctx.status == 0 {
             session

@@ -249,7 +249,7 @@ fn fail(message: &str) -> ExitCode {
 fn load_config(path: Option<&Path>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
+        None => Config::load_defaults().map_err(|e| e.to_string()),
     }
 }
 

@@ -335,12 +335,74 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config = Config::from_yaml(&text).map_err(|message| ConfigError::Parse {
+        let mut config = Config::from_yaml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
         })?;
         config.validate()?;
+        config.anchor_paths(&working_dir()?);
         Ok(config)
+    }
+
+    /// The defaults, as `load` would give them for an empty file.
+    pub fn load_defaults() -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.anchor_paths(&working_dir()?);
+        Ok(config)
+    }
+
+    /// Makes every relative path absolute against `base`, the working
+    /// directory at load time: some are used from another directory later
+    /// (git runs inside its repository under `state_dir`, and is handed the
+    /// ssh key, known hosts, signers and CA bundle paths).
+    pub fn anchor_paths(&mut self, base: &Path) {
+        let anchor = |path: &mut PathBuf| {
+            if path.is_relative() {
+                // A leading `./` would otherwise stay inside the joined path.
+                let rest: PathBuf = path
+                    .components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .collect();
+                *path = base.join(rest);
+            }
+        };
+        anchor(&mut self.state_dir);
+        for path in [
+            &mut self.ca.cert_file,
+            &mut self.ca.key_file,
+            &mut self.ca.bundle_out,
+            &mut self.policy.dir,
+            &mut self.audit.file,
+            &mut self.upstream.extra_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            anchor(path);
+        }
+        if let Some(git) = &mut self.policy.git {
+            for path in [
+                &mut git.token_file,
+                &mut git.ssh_key_file,
+                &mut git.known_hosts_file,
+                &mut git.allowed_signers,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                anchor(path);
+            }
+            if is_local_git_path(&git.url) {
+                let mut path = PathBuf::from(&git.url);
+                anchor(&mut path);
+                git.url = path.display().to_string();
+            }
+        }
+        for target in self.targets.values_mut() {
+            if let Some(path) = &mut target.api_key_file {
+                anchor(path);
+            }
+        }
     }
 
     pub fn from_yaml(text: &str) -> Result<Config, String> {
@@ -476,6 +538,28 @@ impl Config {
     }
 }
 
+fn working_dir() -> Result<PathBuf, ConfigError> {
+    std::env::current_dir().map_err(|e| {
+        ConfigError::Invalid(vec![format!(
+            "cannot read the working directory to resolve relative paths: {e}"
+        )])
+    })
+}
+
+/// Whether git reads `url` as a local path: no scheme, and no `host:` of
+/// the scp-like ssh syntax (a `/` before the first `:` makes it a path, as
+/// git decides).
+fn is_local_git_path(url: &str) -> bool {
+    if url.contains("://") {
+        return false;
+    }
+    match (url.find(':'), url.find('/')) {
+        (None, _) => true,
+        (Some(colon), Some(slash)) => slash < colon,
+        (Some(_), None) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,6 +600,45 @@ mod tests {
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn relative_paths_are_anchored_to_the_working_directory() {
+        let mut c = Config::from_yaml(
+            "state_dir: ./.ecluse\naudit: { file: logs/audit.log }\nca: { cert_file: /etc/ca.pem, key_file: ../k.pem }\npolicy:\n  git: { url: ../policies, ssh_key_file: id_ed25519, known_hosts_file: /etc/kh }\ntargets: { m: { base_url: 'https://api.mistral.ai', api_key_file: ./key } }",
+        )
+        .unwrap();
+        c.anchor_paths(Path::new("/srv/app"));
+        assert_eq!(c.state_dir, Path::new("/srv/app/.ecluse"));
+        assert_eq!(c.audit.file.unwrap(), Path::new("/srv/app/logs/audit.log"));
+        assert_eq!(c.ca.cert_file.unwrap(), Path::new("/etc/ca.pem"));
+        assert_eq!(c.ca.key_file.unwrap(), Path::new("/srv/app/../k.pem"));
+        let git = c.policy.git.unwrap();
+        assert_eq!(git.url, "/srv/app/../policies");
+        assert_eq!(git.ssh_key_file.unwrap(), Path::new("/srv/app/id_ed25519"));
+        assert_eq!(git.known_hosts_file.unwrap(), Path::new("/etc/kh"));
+        assert_eq!(
+            c.targets["m"].api_key_file.as_deref(),
+            Some(Path::new("/srv/app/key"))
+        );
+        let defaults = Config::load_defaults().unwrap();
+        assert!(defaults.state_dir.is_absolute());
+        assert!(defaults.state_dir.ends_with(".ecluse"));
+    }
+
+    #[test]
+    fn only_local_git_urls_are_paths() {
+        for local in ["policies", "../policies", "./a:b", "/srv/policies"] {
+            assert!(is_local_git_path(local), "{local}");
+        }
+        for remote in [
+            "https://git.example.com/p.git",
+            "file:///srv/p",
+            "git@github.com:org/p.git",
+            "host:p",
+        ] {
+            assert!(!is_local_git_path(remote), "{remote}");
+        }
     }
 
     #[test]

@@ -29,5 +29,6 @@ pub(crate) mod source;
 pub(crate) mod state;
 pub(crate) mod telemetry;
 pub mod tls;
+pub(crate) mod tunnel;
 pub(crate) mod units;
 pub(crate) mod upstream;

@@ -1085,6 +1085,244 @@ async fn slow_headers_are_cut_at_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(6));
 }
 
+/// Reads one HTTP/1.1 response (Content-Length or chunked); its head and body.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (String, String) {
+    let head = read_until_blank_line(s).await;
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        s.read_exact(&mut body).await.unwrap();
+    } else if lower.contains("transfer-encoding: chunked") {
+        let mut byte = [0u8; 1];
+        while !body.ends_with(b"0\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            body.push(byte[0]);
+        }
+    }
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends `head` one byte every `gap` until the connection fails; returns what
+/// came back and how long after the first byte the connection ended.
+async fn trickle_head<S>(stream: S, head: &str, gap: Duration) -> (String, Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
+    let started = Instant::now();
+    let bytes = head.as_bytes().to_vec();
+    let writer = tokio::spawn(async move {
+        for byte in bytes {
+            if write.write_all(&[byte]).await.is_err() || write.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(gap).await;
+        }
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut out)).await;
+    let elapsed = started.elapsed();
+    writer.abort();
+    (String::from_utf8_lossy(&out).into_owned(), elapsed)
+}
+
+fn assert_head_timeout(answer: &str, elapsed: Duration) {
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "a trickled head stayed open {elapsed:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], "client_timeout", "{body}");
+}
+
+const SLOW_HEAD: &str =
+    "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nUser-Agent: trickle\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_inside_a_tunnel_is_cut_at_the_header_timeout() {
+    let s = setup("timeouts: { header_read: 3s }\n").await;
+    let tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let (answer, elapsed) = trickle_head(tls, SLOW_HEAD, Duration::from_secs(2)).await;
+    assert_head_timeout(&answer, elapsed);
+    // Without ALPN, too (HTTP/1.1 is the default).
+    let tls = s.proxy.connect_tls("api.openai.com:443", &[]).await;
+    let (answer, elapsed) = trickle_head(tls, SLOW_HEAD, Duration::from_secs(2)).await;
+    assert_head_timeout(&answer, elapsed);
+    assert!(s.openai.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_head_on_a_kept_alive_connection_is_bounded_too() {
+    let s = setup("timeouts: { header_read: 3s }\n").await;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}{body}");
+    let (answer, elapsed) = trickle_head(tls, SLOW_HEAD, Duration::from_secs(2)).await;
+    assert_head_timeout(&answer, elapsed);
+    assert_eq!(s.openai.recorded().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_with_whole_heads_keeps_its_connection() {
+    let s = setup("timeouts: { header_read: 3s }\n").await;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    for round in 0..2 {
+        // A head in two parts, within the limit; then a body paced over
+        // longer than the head limit (each body read has its own timeout).
+        tls.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tls.write_all(
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        for part in body.as_bytes().chunks(body.len() / 3 + 1) {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tls.write_all(part).await.unwrap();
+        }
+        let (head, answer) = read_response(&mut tls).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200 "),
+            "round {round}: {head}{answer}\n{}",
+            s.proxy.logs()
+        );
+        assert!(answer.contains("Hello from the mock"), "{answer}");
+        // Idle between calls for longer than the head limit: idle time is
+        // the keep-alive timeout's, not the head's.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    assert_eq!(s.openai.recorded().len(), 2);
+}
+
+/// A request head with `Expect: 100-continue` and a JSON body of `len` bytes.
+fn expect_continue_head(extra: &str, len: usize) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_after_100_continue_reach_the_client() {
+    let s = setup("limits: { max_request_body: 1KiB }\n").await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let ca = s.proxy.ca_path();
+    for (header, status, code) in [
+        ("x-data-classification: personal", "403", "policy_denied"),
+        ("x-data-classification: bogus", "400", "invalid_header"),
+    ] {
+        let (exit, out, err) = curl(&[
+            "--http1.1",
+            "--proxy",
+            &s.proxy.proxy_url(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "Expect: 100-continue",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            header,
+            "-w",
+            "\n%{http_code}",
+            "--data",
+            body,
+            "https://api.openai.com/v1/chat/completions",
+        ]);
+        assert_eq!(exit, 0, "{header}: curl failed: {err}\n{}", s.proxy.logs());
+        let (json, got) = out.rsplit_once('\n').unwrap();
+        assert_eq!(got, status, "{header}: {json}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["error"]["code"], code, "{json}");
+    }
+
+    // A raw client: the policy's 403 comes after the 100 and the body.
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        expect_continue_head("x-data-classification: personal\r\n", body.len()).as_bytes(),
+    )
+    .await
+    .unwrap();
+    let interim = read_until_blank_line(&mut tls).await;
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+    tls.write_all(body.as_bytes()).await.unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-ecluse-decision-id: "),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"]["code"], "policy_denied", "{answer}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("personal data"));
+
+    // An invalid declaration is refused before any 100: no body is sent.
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(expect_continue_head("x-data-retention: forever\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_header", "{answer}");
+    assert_eq!(v["error"]["param"], "x-data-retention", "{answer}");
+
+    // A chunked body that outgrows the limit after the 100: 413.
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let interim = read_until_blank_line(&mut tls).await;
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+    let chunk = format!("800\r\n{}\r\n0\r\n\r\n", "z".repeat(0x800));
+    tls.write_all(chunk.as_bytes()).await.unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 413 "), "{head}{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["error"]["code"], "body_too_large", "{answer}");
+    assert!(s.openai.recorded().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_inside_a_tunnel_is_refused() {
     let s = setup("").await;

@@ -431,6 +431,40 @@ async fn an_unreachable_remote_at_start_serves_the_persisted_revision_or_is_not_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_source_works_with_the_default_relative_state_dir() {
+    let repo = PolicyRepo::new();
+    // Told apart from the embedded policies: undeclared data is personal here.
+    repo.set_setting("default_classification", "personal".into());
+    let head = repo.commit_all("treat undeclared data as personal", &[]);
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let yaml = format!(
+        "{}{}",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path)),
+        git_policy(&repo, "30s", "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start_in_working_dir(dir, &yaml))
+        .await
+        .unwrap();
+    let proxy = Arc::new(proxy);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.admin_get("/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, status) = admin(&proxy, "GET", "/policy").await;
+    assert_eq!(status["revision"], head, "{status}");
+    assert_eq!(call(&proxy).await, 403, "{}", proxy.logs());
+    assert!(proxy.state_dir().join("policy-git/repo.git/HEAD").exists());
+    assert!(mock.recorded().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_is_followed_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");

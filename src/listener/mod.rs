@@ -5,6 +5,7 @@
 //! proxy with their target recorded in the stream's proxy digest.
 
 pub mod connect;
+pub mod head_clock;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use log::{debug, info, warn};
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::{GetProxyDigest, Stream};
+use pingora_core::protocols::{GetProxyDigest, Ssl, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use pingora_proxy::HttpProxy;
@@ -33,16 +34,10 @@ use crate::policy::ConnectAction;
 use crate::proxy::EgressProxy;
 use crate::reply::ProxyError;
 use crate::state::Shared;
+pub use crate::tunnel::TunnelTarget;
 use crate::upstream::resolve::Resolved;
 use connect::{parse_head, Head};
-
-/// What an intercepted tunnel's requests are bound to: the CONNECT authority
-/// and the one address that was checked for it.
-#[derive(Debug, Clone)]
-pub struct TunnelTarget {
-    pub authority: Authority,
-    pub resolved: Resolved,
-}
+use head_clock::{ClockedStream, HeadClock};
 
 enum Plan {
     Tunnel(TcpStream),
@@ -129,6 +124,7 @@ impl FrontEnd {
             TunnelTarget {
                 authority: authority.clone(),
                 resolved,
+                head_clock: Arc::new(HeadClock::new(self.shared.config.timeouts.header_read)),
             },
             host_config,
         ))
@@ -192,6 +188,7 @@ impl FrontEnd {
         };
         stream.rewind(&early);
         let host = target.authority.host.clone();
+        let head_clock = target.head_clock.clone();
         let header = match ResponseHeader::build(200, Some(0)) {
             Ok(h) => h,
             Err(_) => return,
@@ -233,7 +230,13 @@ impl FrontEnd {
             }
         };
         let _active = track(&metrics.intercepts_active);
-        ServerApp::process_new(&self.http, Box::new(tls), shutdown).await;
+        // HTTP/1 heads come one at a time, so one clock can time them;
+        // HTTP/2 interleaves the headers of many streams.
+        let stream: Stream = match tls.selected_alpn_proto() {
+            Some(ALPN::H2) => Box::new(tls),
+            _ => Box::new(ClockedStream::new(tls, head_clock)),
+        };
+        ServerApp::process_new(&self.http, stream, shutdown).await;
     }
 }
 

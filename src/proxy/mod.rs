@@ -21,9 +21,9 @@ use pingora_proxy::{ProxyHttp, Session};
 use crate::audit;
 use crate::authority::Authority;
 use crate::classify::body::{DecodeError, ReadBody};
-use crate::classify::{self, CLASSIFICATION_HEADER, RETENTION_HEADER};
+use crate::classify::{self, DataDoc, CLASSIFICATION_HEADER, RETENTION_HEADER};
 use crate::event::{self, DecisionEvent, RequestFacts, Stage};
-use crate::listener::TunnelTarget;
+use crate::listener::head_clock::HeadClock;
 use crate::llm::{self, usage::Usage, ParsedCall};
 use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
 use crate::policy::verdict::{connect_verdict, request_verdict, RequestVerdict};
@@ -33,6 +33,7 @@ use crate::reply::ProxyError;
 use crate::route::{self, RouteError};
 use crate::state::Shared;
 use crate::telemetry::{self, CallSpan};
+use crate::tunnel::TunnelTarget;
 use crate::upstream::resolve::Resolved;
 use forward::{Cut, Forwarder, Outbound, OutboundBody};
 use opentelemetry::trace::SpanKind;
@@ -168,6 +169,12 @@ impl EgressProxy {
             return self.pass(session, ctx, &admitted).await;
         }
         ctx.action = CallAction::Intercept;
+        // A client waiting for `100 Continue` hears of bad headers before it
+        // sends its body; any other is refused after it, as it sent it.
+        let declared = declared_data(session.req_header());
+        if let (Err(e), true) = (&declared, expects_continue(session.req_header())) {
+            return Err(e.clone());
+        }
         let config = &self.shared.config;
         let body = read_body(
             session,
@@ -175,7 +182,7 @@ impl EgressProxy {
             config.timeouts.header_read,
         )
         .await?;
-        let call = self.describe(session.req_header(), &snapshot, &admitted, &body)?;
+        let call = self.describe(session.req_header(), &snapshot, &admitted, declared?, &body)?;
         let decision = self.decide(ctx, &snapshot, &call);
         let decision_id = audit::new_decision_id();
         self.record(ctx, &snapshot, &call, &body, &decision, &decision_id);
@@ -275,22 +282,13 @@ impl EgressProxy {
         req: &RequestHeader,
         snapshot: &Snapshot,
         admitted: &Admitted,
+        declared: DataDoc,
         body: &Bytes,
     ) -> Result<Described, ProxyError> {
         let destination = self
             .shared
             .destination(snapshot, &admitted.authority, admitted.scheme);
         let headers = &req.headers;
-        let declared = classify::declared_values(
-            headers
-                .get_all(CLASSIFICATION_HEADER)
-                .iter()
-                .map(|v| v.as_bytes()),
-            headers
-                .get_all(RETENTION_HEADER)
-                .iter()
-                .map(|v| v.as_bytes()),
-        )?;
         let limits = &self.shared.config.limits;
         let read = classify::body::read_request(
             headers
@@ -809,7 +807,11 @@ impl EgressProxy {
                 .metrics
                 .count("ecluse_upstream_errors_total", &[("kind", error.code())]);
         }
-        if session.response_written().is_some() {
+        // A 100 Continue is no answer: the final one is still owed.
+        let answered = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        if answered {
             session.set_keepalive(None);
             return;
         }
@@ -884,6 +886,37 @@ fn tunnel_target(session: &Session) -> Option<TunnelTarget> {
         .map(|t| (**t).clone())
 }
 
+/// The `x-data-classification` and `x-data-retention` values of a request.
+fn declared_data(req: &RequestHeader) -> Result<DataDoc, ProxyError> {
+    let headers = &req.headers;
+    classify::declared_values(
+        headers
+            .get_all(CLASSIFICATION_HEADER)
+            .iter()
+            .map(|v| v.as_bytes()),
+        headers
+            .get_all(RETENTION_HEADER)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The clock of the tunnel's request heads (see `listener::head_clock`).
+fn head_clock(session: &Session) -> Option<&HeadClock> {
+    let digest = session.digest()?.proxy_digest.as_ref()?;
+    digest
+        .user_data
+        .as_ref()?
+        .downcast_ref::<Arc<TunnelTarget>>()
+        .map(|t| &*t.head_clock)
+}
+
 /// After an early 413 the client is usually still sending its body.
 /// Closing with unread bytes makes the kernel reset the connection, and the
 /// client then sees a broken pipe instead of the 413. So read and drop what
@@ -918,12 +951,7 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let expects_continue = session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
+    if expects_continue(session.req_header()) {
         session
             .write_continue_response()
             .await
@@ -1068,6 +1096,9 @@ impl ProxyHttp for EgressProxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
+        if let Some(clock) = head_clock(session) {
+            clock.head_complete();
+        }
         let timeouts = &self.shared.config.timeouts;
         session.set_read_timeout(Some(timeouts.header_read));
         let idle = timeouts.keepalive_idle.as_secs();
@@ -1126,6 +1157,9 @@ impl ProxyHttp for EgressProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(clock) = head_clock(session) {
+            clock.request_done();
+        }
         let req = session.req_header();
         let status = if ctx.status == 0 {
             session

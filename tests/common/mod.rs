@@ -475,6 +475,7 @@ pub struct Proxy {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub log_path: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Drop for Proxy {
@@ -500,19 +501,43 @@ impl Proxy {
     }
 
     /// Starts ecluse with extra environment variables (OTEL_*, ...).
-    pub fn start_with_env(mut dir: tempfile::TempDir, extra: &str, envs: &[(&str, &str)]) -> Proxy {
+    pub fn start_with_env(dir: tempfile::TempDir, extra: &str, envs: &[(&str, &str)]) -> Proxy {
+        Self::launch(dir, extra, envs, false)
+    }
+
+    /// Starts ecluse in `dir` as its working directory, with the default
+    /// relative `state_dir` (`./.ecluse`).
+    pub fn start_in_working_dir(dir: tempfile::TempDir, extra: &str) -> Proxy {
+        Self::launch(dir, extra, &[], true)
+    }
+
+    fn launch(
+        mut dir: tempfile::TempDir,
+        extra: &str,
+        envs: &[(&str, &str)],
+        relative_state: bool,
+    ) -> Proxy {
         for _ in 0..5 {
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let (state_setting, state_dir) = if relative_state {
+                ("./.ecluse".to_string(), dir.path().join(".ecluse"))
+            } else {
+                let state = dir.path().join("state");
+                (state.display().to_string(), state)
+            };
             let config = format!(
-                "listen: {listen}\nadmin_listen: {admin}\nstate_dir: {}\n{extra}",
-                dir.path().join("state").display()
+                "listen: {listen}\nadmin_listen: {admin}\nstate_dir: {state_setting}\n{extra}"
             );
             let config_path = dir.path().join("ecluse.yaml");
             std::fs::write(&config_path, config).unwrap();
             let log_path = dir.path().join("ecluse.log");
             let log = std::fs::File::create(&log_path).unwrap();
-            let child = Command::new(ecluse_bin())
+            let mut command = Command::new(ecluse_bin());
+            if relative_state {
+                command.current_dir(dir.path());
+            }
+            let child = command
                 .args(["run", "--config"])
                 .arg(&config_path)
                 .envs(envs.iter().copied())
@@ -527,6 +552,7 @@ impl Proxy {
                 admin,
                 dir,
                 log_path,
+                state_dir,
             };
             if proxy.wait_healthy(Duration::from_secs(30)) {
                 return proxy;
@@ -562,7 +588,7 @@ impl Proxy {
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state_dir.clone()
     }
 
     pub fn ca_path(&self) -> PathBuf {

@@ -1,0 +1,361 @@
+//! A total deadline for each HTTP/1 request head inside an intercepted
+//! tunnel. pingora reads those heads itself with a timeout per read only, so
+//! a client trickling one byte just under it keeps a connection (and its
+//! worker task) forever. The front end wraps the TLS stream it hands to
+//! pingora in [`ClockedStream`]; the clock starts at the first byte that
+//! arrives while no request is in progress, the proxy stops it once the head
+//! is parsed (`early_request_filter`) and rearms it when the request is over
+//! (`logging`). Past the deadline reads fail, and the 408 is written when
+//! pingora closes the connection.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::reply::ProxyError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: nothing of a head has arrived yet.
+    Idle,
+    /// A head has started arriving and must be complete by `deadline`.
+    Head { deadline: Instant },
+    /// The head was parsed; body and answer have timeouts of their own.
+    Request,
+}
+
+/// The state of one connection's head deadline. Pure: callers pass the time.
+#[derive(Debug)]
+pub struct HeadClock {
+    limit: Duration,
+    phase: Mutex<Phase>,
+}
+
+impl HeadClock {
+    pub fn new(limit: Duration) -> HeadClock {
+        HeadClock {
+            limit,
+            phase: Mutex::new(Phase::Idle),
+        }
+    }
+
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        // The state is a plain value: a panic elsewhere cannot leave it torn.
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes were read at `now`: between requests they start a head.
+    pub fn bytes_arrived(&self, now: Instant) {
+        let mut phase = self.phase();
+        if *phase == Phase::Idle {
+            *phase = Phase::Head {
+                deadline: now + self.limit,
+            };
+        }
+    }
+
+    /// The head was parsed in time.
+    pub fn head_complete(&self) {
+        *self.phase() = Phase::Request;
+    }
+
+    /// The request is answered; the next bytes start the next head. An
+    /// unread body pingora drains before reusing the connection counts
+    /// towards the next head: both must arrive within the limit.
+    pub fn request_done(&self) {
+        *self.phase() = Phase::Idle;
+    }
+
+    /// When the head being read must be complete, if one is being read.
+    pub fn deadline(&self) -> Option<Instant> {
+        match *self.phase() {
+            Phase::Head { deadline } => Some(deadline),
+            Phase::Idle | Phase::Request => None,
+        }
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|d| now >= d)
+    }
+}
+
+/// A stream that fails its reads once the current head is late. The 408 is
+/// written on shutdown: pingora shuts a connection down after a failed head
+/// read, and a reader cannot wait for a write to finish.
+pub struct ClockedStream<S> {
+    inner: S,
+    clock: Arc<HeadClock>,
+    /// Wakes a read waiting on a silent client at the deadline; made the
+    /// first time a head is read across a wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The 408 still to write, set when the deadline passed.
+    reply: Option<Bytes>,
+    timed_out: bool,
+}
+
+impl<S> ClockedStream<S> {
+    pub fn new(inner: S, clock: Arc<HeadClock>) -> ClockedStream<S> {
+        ClockedStream {
+            inner,
+            clock,
+            timer: None,
+            reply: None,
+            timed_out: false,
+        }
+    }
+
+    fn timeout_error(&mut self) -> io::Error {
+        let limit = self.clock.limit();
+        if !self.timed_out {
+            self.timed_out = true;
+            self.reply = Some(Bytes::from(
+                ProxyError::ClientTimeout(limit).to_h1_response(),
+            ));
+        }
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("request head not complete within {limit:?}"),
+        )
+    }
+
+    /// True once `deadline` has passed; otherwise the task is woken then.
+    fn wait_for(&mut self, deadline: Instant, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ClockedStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClockedStream")
+            .field("inner", &self.inner)
+            .field("clock", &self.clock)
+            .field("timed_out", &self.timed_out)
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClockedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let late = this
+            .clock
+            .deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline);
+        if this.timed_out || late {
+            return Poll::Ready(Err(this.timeout_error()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.clock.bytes_arrived(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.clock.deadline() {
+                Some(deadline) if this.wait_for(deadline, cx) => {
+                    Poll::Ready(Err(this.timeout_error()))
+                }
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // Best effort: a client that does not read its 408 still gets closed.
+        while let Some(reply) = this.reply.as_mut() {
+            match Pin::new(&mut this.inner).poll_write(cx, reply) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(n)) if n > 0 && n < reply.len() => {
+                    let _ = reply.split_to(n);
+                }
+                Poll::Ready(_) => this.reply = None,
+            }
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Shutdown for ClockedStream<S> {
+    async fn shutdown(&mut self) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
+    }
+}
+
+impl<S: UniqueID> UniqueID for ClockedStream<S> {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl<S: Ssl> Ssl for ClockedStream<S> {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl<S: GetTimingDigest> GetTimingDigest for ClockedStream<S> {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl<S: GetProxyDigest> GetProxyDigest for ClockedStream<S> {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl<S: GetSocketDigest> GetSocketDigest for ClockedStream<S> {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl<S: Peek + Send> Peek for ClockedStream<S> {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_is_timed_from_its_first_byte_until_parsed() {
+        let clock = HeadClock::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(clock.deadline(), None, "an idle connection has no deadline");
+        clock.bytes_arrived(t0);
+        let deadline = t0 + Duration::from_secs(10);
+        assert_eq!(clock.deadline(), Some(deadline));
+        // Later bytes of the same head do not extend it.
+        clock.bytes_arrived(t0 + Duration::from_secs(9));
+        assert_eq!(clock.deadline(), Some(deadline));
+        assert!(!clock.expired(t0 + Duration::from_secs(9)));
+        assert!(clock.expired(deadline));
+
+        clock.head_complete();
+        assert_eq!(clock.deadline(), None);
+        // Body bytes are read under the body's own timeout.
+        clock.bytes_arrived(t0 + Duration::from_secs(30));
+        assert!(!clock.expired(t0 + Duration::from_secs(60)));
+
+        // The next head on the kept-alive connection is timed afresh.
+        clock.request_done();
+        assert_eq!(clock.deadline(), None);
+        let t1 = t0 + Duration::from_secs(100);
+        clock.bytes_arrived(t1);
+        assert_eq!(clock.deadline(), Some(t1 + Duration::from_secs(10)));
+        assert!(clock.expired(t1 + Duration::from_secs(10)));
+    }
+
+    #[tokio::test]
+    async fn a_late_head_fails_the_read_and_answers_408_on_shutdown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(4096);
+        let clock = Arc::new(HeadClock::new(Duration::from_millis(200)));
+        let mut stream = ClockedStream::new(server, clock.clone());
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write.write_all(b"GET / HT").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 8);
+        let started = Instant::now();
+        // The client goes silent: the pending read ends at the deadline.
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(stream.read(&mut buf).await.is_err(), "stays failed");
+        AsyncWriteExt::shutdown(&mut stream).await.unwrap();
+        let mut answer = String::new();
+        client_read.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(answer.contains("client_timeout"), "{answer}");
+    }
+}

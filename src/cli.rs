@@ -46,6 +46,37 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Check, replay and report audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check each file's chain; exit 1 naming the first record edited,
+    /// removed, inserted or reordered.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Evaluate every record's input again under the revision it names and
+    /// compare with the recorded decision; exit 1 listing each mismatch.
+    /// Nothing is sent anywhere.
+    Replay {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Policy directory for `sha256:` revisions (its content must hash to the revision).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Git repository for commit revisions (each commit is fetched by its SHA).
+        #[arg(long)]
+        git: Option<String>,
+        /// The sidecar's config: its targets (data.targets), evaluation limit and Git credentials.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -123,7 +154,160 @@ fn run_command(cli: Cli) -> ExitCode {
                 config,
             } => policy_eval(policy, &input, config.as_deref()),
         },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { files } => audit_verify(&files),
+            AuditCommand::Replay {
+                files,
+                policy,
+                git,
+                config,
+            } => audit_replay(&files, policy.as_deref(), git.as_deref(), config.as_deref()),
+        },
     }
+}
+
+fn audit_verify(files: &[PathBuf]) -> ExitCode {
+    let mut broken = false;
+    for file in files {
+        match std::fs::read(file) {
+            Ok(text) => match crate::audit_check::verify(&text) {
+                Ok(n) => println!("{}: {n} records, chain intact", file.display()),
+                Err(b) => {
+                    println!("{}: chain broken at {b}", file.display());
+                    broken = true;
+                }
+            },
+            Err(e) => return fail(&format!("{}: {e}", file.display())),
+        }
+    }
+    if broken {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn audit_replay(
+    files: &[PathBuf],
+    policy: Option<&Path>,
+    git: Option<&str>,
+    config: Option<&Path>,
+) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let targets = match crate::route::targets_from_config(&config.targets) {
+        Ok(t) => t,
+        Err(p) => return fail(&p.join("; ")),
+    };
+    let mut texts = Vec::new();
+    for file in files {
+        match std::fs::read(file) {
+            Ok(t) => texts.push(t),
+            Err(e) => return fail(&format!("{}: {e}", file.display())),
+        }
+    }
+    let scratch = match tempfile_dir() {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let context = crate::policy::load::Context {
+        targets: &targets,
+        timeout: config
+            .policy
+            .eval_timeout
+            .max(std::time::Duration::from_secs(1)),
+    };
+    let revision_files = |revision: &str| -> Result<crate::policy::load::PolicyFiles, String> {
+        use crate::policy::load::PolicyFiles;
+        if revision.starts_with("embedded-") {
+            let files = PolicyFiles::embedded();
+            let ours = format!("embedded-{}-{}", env!("CARGO_PKG_VERSION"), files.digest());
+            return if revision == ours {
+                Ok(files)
+            } else {
+                Err(format!("revision {revision} is another build's embedded policy (this binary embeds {ours})"))
+            };
+        }
+        if revision.starts_with("sha256:") {
+            let dir = policy.ok_or_else(|| {
+                format!("revision {revision} is a policy directory's: give it with --policy DIR")
+            })?;
+            let files = PolicyFiles::read_dir(dir).map_err(|e| e.to_string())?;
+            return if files.digest() == revision {
+                Ok(files)
+            } else {
+                Err(format!(
+                    "--policy {} holds revision {}, not {revision}",
+                    dir.display(),
+                    files.digest()
+                ))
+            };
+        }
+        if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut git_config = match (&config.policy.git, git) {
+                (Some(g), _) => g.clone(),
+                (None, Some(url)) => serde_yaml::from_str::<crate::config::GitConfig>(&format!(
+                    "url: {}",
+                    serde_json::to_string(url).unwrap_or_default()
+                ))
+                .map_err(|e| e.to_string())?,
+                (None, None) => {
+                    return Err(format!(
+                        "revision {revision} is a Git commit: give the repository with --git URL"
+                    ))
+                }
+            };
+            if let Some(url) = git {
+                git_config.url = url.to_string();
+            }
+            git_config.r#ref = revision.to_string();
+            let source = crate::source::git::GitSource::new(git_config, &scratch);
+            return app::block_on(async {
+                let commit = source.fetch().await.map_err(|e| e.to_string())?;
+                source.read_commit(&commit).await.map_err(|e| e.to_string())
+            });
+        }
+        Err(format!("revision {revision:?} is not one ecluse can find"))
+    };
+    let replay = crate::audit_check::replay(
+        texts.iter().flat_map(|t| t.split(|b| *b == b'\n')),
+        |revision| {
+            let files = revision_files(revision)?;
+            crate::policy::load::compile(&files, &context, revision.into(), "replay".into())
+                .map(|s| s.without_decision_cache())
+                .map_err(|e| e.to_string())
+        },
+    );
+    for m in &replay.mismatches {
+        println!(
+            "MISMATCH decision {} (revision {}): recorded {} replayed {}",
+            m.decision_id, m.revision, m.recorded, m.replayed
+        );
+    }
+    for (id, why) in &replay.skipped {
+        println!("SKIPPED decision {id}: {why}");
+    }
+    println!(
+        "{} reproduced, {} mismatched, {} not replayed",
+        replay.reproduced,
+        replay.mismatches.len(),
+        replay.skipped.len()
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    if replay.mismatches.is_empty() && replay.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A scratch directory for fetched revisions, removed on exit.
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("ecluse-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The config (or defaults) with `policy.dir` replaced when one is given.

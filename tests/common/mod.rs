@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod git_http;
+pub mod git_repo;
 pub mod python;
 
 use std::convert::Infallible;

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::git_repo::{git, PolicyRepo};
 use common::*;
 use serde_json::Value;
 

@@ -204,9 +204,18 @@ impl DecisionEvent<'_> {
     }
 }
 
-/// Writes the event to the log, the metric, the audit log and the span: a
-/// request's call span when given, else a connect span of its own.
-pub fn emit(shared: &Shared, event: &DecisionEvent<'_>, span: Option<&CallSpan>) {
+/// Which span an event's attributes go to.
+pub enum SpanTarget<'s> {
+    /// The call's own span.
+    Call(&'s CallSpan),
+    /// A span of its own (CONNECT and plain http decisions).
+    Connect,
+    /// None: the span already says it.
+    None,
+}
+
+/// Writes the event to the log, the metric, the audit log and the span.
+pub fn emit(shared: &Shared, event: &DecisionEvent<'_>, span: SpanTarget<'_>) {
     // The line is built only when it will be written: `warn` is common
     // under load.
     if log::log_enabled!(log::Level::Info) {
@@ -221,8 +230,9 @@ pub fn emit(shared: &Shared, event: &DecisionEvent<'_>, span: Option<&CallSpan>)
         return;
     }
     match span {
-        Some(span) => span.set(event.span_attributes()),
-        None => {
+        SpanTarget::Call(span) => span.set(event.span_attributes()),
+        SpanTarget::None => {}
+        SpanTarget::Connect => {
             let mut attributes = event.span_attributes();
             if let Some(code) = event.error_code {
                 attributes.push(KeyValue::new("error.type", code));

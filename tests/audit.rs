@@ -265,3 +265,76 @@ async fn embedded_and_git_revisions_replay() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("7 reproduced, 0 mismatched"), "{out}");
 }
+
+/// Refusals made before any policy was asked leave a record too: an
+/// upgrade (WebSocket, the Realtime API), a misdirected request, a body
+/// over the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_leaves_a_record() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let yaml = format!(
+        "{}audit: {{ file: {} }}\nlimits: {{ max_request_body: 1KiB }}\n",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path)),
+        audit.display()
+    );
+    let mut proxy = tokio::task::spawn_blocking(move || Proxy::start(&yaml))
+        .await
+        .unwrap();
+    let cases: Vec<(hyper::Request<http_body_util::Full<bytes::Bytes>>, u16)> = vec![
+        (
+            hyper::Request::get("/v1/realtime?model=gpt-4o-realtime")
+                .header("host", "api.openai.com")
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(Default::default())
+                .unwrap(),
+            403,
+        ),
+        (
+            post_json("elsewhere.example", "/v1/chat/completions", "{}"),
+            421,
+        ),
+        (
+            post_json("api.openai.com", "/v1/chat/completions", &"x".repeat(4096)),
+            413,
+        ),
+    ];
+    for (req, status) in cases {
+        let tls = proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        assert_eq!(http1_send(tls, req).await.status(), status);
+    }
+    proxy.terminate(std::time::Duration::from_secs(10));
+    let refusals: Vec<Value> = records(&audit)
+        .into_iter()
+        .filter(|r| r["stage"] == "request")
+        .collect();
+    let rules: Vec<&str> = refusals
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "builtin.no_upgrade",
+            "ecluse.refused.misdirected_request",
+            "ecluse.refused.body_too_large"
+        ],
+        "{refusals:?}"
+    );
+    for r in &refusals {
+        assert_eq!(r["destination"]["host"], "api.openai.com");
+        assert_eq!(r["trace_id"].as_str().unwrap().len(), 32);
+        assert!(r["chain"]["seq"].is_u64());
+    }
+    let (code, out) = ecluse(&["audit", "verify", audit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}

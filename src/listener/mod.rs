@@ -107,7 +107,7 @@ impl FrontEnd {
                 input: event::connect_input_json(destination, &self.shared.source),
                 result: event::raw_json(&decision),
             },
-            None,
+            event::SpanTarget::Connect,
         );
         plan
     }

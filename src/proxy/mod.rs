@@ -22,7 +22,7 @@ use crate::audit;
 use crate::authority::Authority;
 use crate::classify::body::{DecodeError, ReadBody};
 use crate::classify::{self, DataDoc, CLASSIFICATION_HEADER, RETENTION_HEADER};
-use crate::event::{self, DecisionEvent, RequestFacts, Stage};
+use crate::event::{self, DecisionEvent, RequestFacts, SpanTarget, Stage};
 use crate::listener::head_clock::HeadClock;
 use crate::llm::{self, usage::Usage, ParsedCall};
 use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
@@ -73,6 +73,9 @@ pub struct RequestCtx {
     traceparent: Option<String>,
     /// The answer broke off after its head was sent.
     cut_short: bool,
+    /// The id of the call's decision, once made: later records of the same
+    /// call (a truncated answer) carry it too.
+    decision_id: Option<String>,
 }
 
 /// What the GenAI span and metrics say about a call.
@@ -408,7 +411,72 @@ impl EgressProxy {
             input: event::raw_json(&call.input),
             result: event::raw_json(decision),
         };
-        event::emit(&self.shared, &event, Some(&ctx.span));
+        event::emit(&self.shared, &event, SpanTarget::Call(&ctx.span));
+        ctx.decision_id = Some(decision_id.to_string());
+    }
+
+    /// A record for what ended a call without (or after) its decision: a
+    /// refusal before the policy was asked (framing, limits, upgrades, a
+    /// misdirected request) or an answer the upstream cut short. Without a
+    /// destination there is nothing to name, and the log line says it.
+    fn record_outcome(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        action: &'static str,
+        rule: &str,
+        reason: &str,
+    ) {
+        let (authority, scheme) = match (&ctx.destination, tunnel_target(session)) {
+            (Some(a), Some(_)) => (a.clone(), Scheme::Https),
+            (Some(a), None) => (a.clone(), Scheme::Http),
+            (None, Some(t)) => (t.authority.clone(), Scheme::Https),
+            (None, None) => return,
+        };
+        let snapshot = self.shared.snapshot.load();
+        let destination = self.shared.destination(&snapshot, &authority, scheme);
+        let req = session.req_header();
+        let path = redact::mask_query(request_path(req));
+        let data = DataDoc::default();
+        let decision_id = ctx
+            .decision_id
+            .clone()
+            .unwrap_or_else(audit::new_decision_id);
+        let span = if ctx.decision_id.is_some() {
+            // The call's span already says its decision.
+            SpanTarget::None
+        } else {
+            SpanTarget::Call(&ctx.span)
+        };
+        event::emit(
+            &self.shared,
+            &DecisionEvent {
+                stage: Stage::Request,
+                decision_id: &decision_id,
+                revision: &snapshot.revision,
+                action,
+                rule,
+                reason,
+                enforced: true,
+                destination: &destination.doc,
+                request: Some(RequestFacts {
+                    method: req.method.as_str(),
+                    path: &path,
+                    operation: None,
+                    model: None,
+                    data: &data,
+                    route: None,
+                }),
+                workload: self.shared.source.workload.as_deref(),
+                namespace: self.shared.source.namespace.as_deref(),
+                trace_id: ctx.trace_id.clone(),
+                error: None,
+                error_code: None,
+                input: None,
+                result: None,
+            },
+            span,
+        );
     }
 
     /// Turns the decision into what is sent: refused, as sent (report),
@@ -512,7 +580,7 @@ impl EgressProxy {
                 input: event::connect_input_json(destination, &self.shared.source),
                 result: event::raw_json(&decision),
             },
-            None,
+            SpanTarget::Connect,
         );
         let registered = destination.provider.is_some();
         match connect_verdict(decision.action, self.shared.config.mode, registered) {
@@ -770,9 +838,17 @@ impl EgressProxy {
             ctx.error_type = Some("aborted");
             ctx.cut_short = true;
             if let Cut::Upstream(why) = cut {
-                warn!(
+                let reason = format!(
                     "upstream {authority} cut its answer short after {} body bytes were relayed: {why}",
                     forwarded.body_bytes
+                );
+                warn!("{reason}");
+                self.record_outcome(
+                    session,
+                    ctx,
+                    "truncated",
+                    "ecluse.upstream_truncated",
+                    &reason,
                 );
                 self.shared
                     .metrics
@@ -793,6 +869,21 @@ impl EgressProxy {
         ctx.status = error.status();
         ctx.outcome = error.to_string();
         ctx.error_type = Some(error.code());
+        match error {
+            // A policy refusal is on record already, with its decision.
+            ProxyError::Denied {
+                decision_id: Some(_),
+                ..
+            } => {}
+            // A built-in refusal (an upgrade) has no decision of its own.
+            ProxyError::Denied { rule, reason, .. } => {
+                self.record_outcome(session, ctx, "deny", rule, reason)
+            }
+            other => {
+                let rule = format!("ecluse.refused.{}", other.code());
+                self.record_outcome(session, ctx, "refuse", &rule, &other.to_string());
+            }
+        }
         self.shared
             .metrics
             .count("ecluse_errors_total", &[("code", error.code())]);
@@ -1088,6 +1179,7 @@ impl ProxyHttp for EgressProxy {
             trace_id: None,
             traceparent: None,
             cut_short: false,
+            decision_id: None,
         }
     }
 

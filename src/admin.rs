@@ -40,6 +40,9 @@ impl Admin {
                         text,
                         b"not ready: no policy revision loaded (see /policy)\n".to_vec(),
                     )
+                } else if let Some(problem) = self.shared.audit.problem() {
+                    let body = format!("not ready: {problem}\n");
+                    (StatusCode::SERVICE_UNAVAILABLE, text, body.into_bytes())
                 } else if !self.shared.listener_accepts().await {
                     let body = format!(
                         "not ready: the proxy listener on {} does not accept connections yet\n",
@@ -99,6 +102,13 @@ impl Admin {
     /// The counters plus the policy state, which lives outside `Metrics`.
     fn metrics_text(&self) -> String {
         let mut text = self.shared.metrics.render();
+        let audit = &self.shared.audit;
+        text.push_str(&format!(
+            "# HELP ecluse_audit_queue_depth Audit records waiting to be written\n# TYPE ecluse_audit_queue_depth gauge\necluse_audit_queue_depth {}\n# HELP ecluse_audit_dropped_total Audit records dropped because the queue was full (audit.on_full: drop)\n# TYPE ecluse_audit_dropped_total counter\necluse_audit_dropped_total {}\n# HELP ecluse_audit_write_failing 1 while the audit log cannot be written\n# TYPE ecluse_audit_write_failing gauge\necluse_audit_write_failing {}\n",
+            audit.depth(),
+            audit.dropped(),
+            u8::from(audit.problem().is_some())
+        ));
         let status = self.shared.status();
         let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
         text.push_str("# HELP ecluse_policy_revision_info The active policy revision\n# TYPE ecluse_policy_revision_info gauge\n");

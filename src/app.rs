@@ -126,7 +126,12 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf, Source), StartEr
         "policy revision {} from {}",
         snapshot.revision, snapshot.source
     );
-    let audit = AuditLog::open(config.audit.file.as_deref()).map_err(|e| {
+    let limits = crate::audit::QueueLimits {
+        capacity: config.audit.queue_records.max(1),
+        on_full: config.audit.on_full,
+        max_wait: config.audit.max_wait,
+    };
+    let audit = AuditLog::open_with(config.audit.file.as_deref(), limits).map_err(|e| {
         StartError::Setup(format!(
             "cannot open the audit log {}: {e}",
             config

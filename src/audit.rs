@@ -10,12 +10,16 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+use crate::config::OnFull;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
@@ -117,24 +121,67 @@ pub struct AuditDestination {
 pub struct AuditLog {
     sender: Mutex<Option<mpsc::Sender<AuditRecord>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Shared with the writer: records waiting, and whether writing fails.
+    state: Arc<WriterState>,
+    /// Records dropped because the queue was full (`on_full: drop`).
+    dropped: AtomicU64,
+    limits: QueueLimits,
+    /// Named in refusals and readiness messages.
+    name: String,
+}
+
+/// How full the queue may get and what a call does then.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub capacity: usize,
+    pub on_full: OnFull,
+    pub max_wait: Duration,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            capacity: 65_536,
+            on_full: OnFull::Block,
+            max_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Default)]
+struct WriterState {
+    queued: AtomicUsize,
+    /// The last write or flush error, cleared by the next success.
+    failing: Mutex<Option<String>>,
 }
 
 impl AuditLog {
     /// Opens `path` for appending, or stdout when `None`.
     pub fn open(path: Option<&Path>) -> std::io::Result<AuditLog> {
+        AuditLog::open_with(path, QueueLimits::default())
+    }
+
+    pub fn open_with(path: Option<&Path>, limits: QueueLimits) -> std::io::Result<AuditLog> {
         let (out, tail): (Box<dyn Write + Send>, _) = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                let tail = chain_tail(p);
+                // Only a regular file has a chain to continue: a pipe or a
+                // device (a log shipper's FIFO) is not read back.
+                let regular = std::fs::metadata(p).is_ok_and(|m| m.is_file());
+                let tail = if regular {
+                    chain_tail(p)
+                } else {
+                    (0, GENESIS.to_string())
+                };
                 let mut file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)?;
                 // A torn last line (a crash mid-write) must not swallow the
                 // next record.
-                if std::fs::read(p).is_ok_and(|t| !t.is_empty() && !t.ends_with(b"\n")) {
+                if regular && std::fs::read(p).is_ok_and(|t| !t.is_empty() && !t.ends_with(b"\n")) {
                     file.write_all(b"\n")?;
                 }
                 (Box::new(file), tail)
@@ -142,24 +189,86 @@ impl AuditLog {
             None => (Box::new(std::io::stdout()), (0, GENESIS.to_string())),
         };
         let (sender, receiver) = mpsc::channel::<AuditRecord>();
+        let state = Arc::new(WriterState::default());
+        let writer_state = state.clone();
         let writer = std::thread::Builder::new()
             .name("ecluse-audit".into())
-            .spawn(move || write_loop(receiver, out, tail))?;
+            .spawn(move || write_loop(receiver, out, tail, writer_state))?;
         Ok(AuditLog {
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
+            state,
+            dropped: AtomicU64::new(0),
+            limits,
+            name: path
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "on stdout".into()),
         })
     }
 
+    /// Queues a record. Full under `on_full: drop`, it is dropped and
+    /// counted; under `block`, callers wait for [`AuditLog::room`] first, so
+    /// the queue overshoots its capacity by at most the calls in flight.
     pub fn record(&self, record: AuditRecord) {
+        let full = self.state.queued.load(Ordering::Relaxed) >= self.limits.capacity;
+        if full && self.limits.on_full == OnFull::Drop {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if let Some(sender) = self
             .sender
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            let _ = sender.send(record);
+            self.state.queued.fetch_add(1, Ordering::Relaxed);
+            if sender.send(record).is_err() {
+                self.state.queued.fetch_sub(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Waits (under `on_full: block`) until the queue has room for this
+    /// call's records; `Err` with the reason once `max_wait` has passed. No
+    /// decision is made that could not be recorded.
+    pub async fn room(&self) -> Result<(), String> {
+        if self.limits.on_full == OnFull::Drop {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.limits.max_wait;
+        loop {
+            let queued = self.state.queued.load(Ordering::Relaxed);
+            if queued < self.limits.capacity {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the audit log {} is not keeping up ({queued} records wait to be written for more than {:?}): calls are refused until it does, so that no decision goes unrecorded",
+                    self.name, self.limits.max_wait
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Records waiting to be written.
+    pub fn depth(&self) -> usize {
+        self.state.queued.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Why the log cannot be written now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.state
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|e| format!("the audit log {} cannot be written: {e}", self.name))
     }
 
     /// Writes out everything queued; later records are dropped.
@@ -175,11 +284,13 @@ fn write_loop(
     receiver: mpsc::Receiver<AuditRecord>,
     out: Box<dyn Write + Send>,
     (seq, prev): (u64, String),
+    state: Arc<WriterState>,
 ) {
     let mut records = Records {
         out: std::io::BufWriter::with_capacity(64 * 1024, out),
         seq,
         prev,
+        state,
     };
     crate::polling::serve(&receiver, &mut records);
     let _ = records.out.flush();
@@ -190,10 +301,27 @@ struct Records<W: Write> {
     out: W,
     seq: u64,
     prev: String,
+    state: Arc<WriterState>,
+}
+
+impl<W: Write> Records<W> {
+    fn outcome(&self, result: std::io::Result<()>) {
+        let mut failing = self.state.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => *failing = None,
+            Err(e) => {
+                if failing.is_none() {
+                    log::error!("audit log write failed: {e}");
+                }
+                *failing = Some(e.to_string());
+            }
+        }
+    }
 }
 
 impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
     fn message(&mut self, mut record: AuditRecord) {
+        self.state.queued.fetch_sub(1, Ordering::Relaxed);
         record.chain = Some(Chain {
             seq: self.seq,
             prev: std::mem::take(&mut self.prev),
@@ -203,8 +331,9 @@ impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
                 self.prev = line_hash(&line);
                 self.seq += 1;
                 line.push(b'\n');
-                if let Err(e) = self.out.write_all(&line) {
-                    log::error!("audit log write failed: {e}");
+                let written = self.out.write_all(&line);
+                if written.is_err() {
+                    self.outcome(written);
                 }
             }
             Err(e) => {
@@ -217,9 +346,8 @@ impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
 
     fn end_of_pass(&mut self, received: bool) -> bool {
         if received {
-            if let Err(e) = self.out.flush() {
-                log::error!("audit log write failed: {e}");
-            }
+            let flushed = self.out.flush();
+            self.outcome(flushed);
         }
         received
     }

@@ -204,11 +204,41 @@ pub struct TargetConfig {
     pub api: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// File the decision audit log (JSON lines) is appended to; stdout when unset.
     pub file: Option<PathBuf>,
+    /// What a call does when the queue to the audit writer is full.
+    pub on_full: OnFull,
+    /// How long a call waits for room in the queue (`on_full: block`).
+    #[serde(deserialize_with = "de_duration")]
+    pub max_wait: Duration,
+    /// Records the queue holds before it is full.
+    pub queue_records: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            on_full: OnFull::Block,
+            max_wait: Duration::from_secs(1),
+            queue_records: 65_536,
+        }
+    }
+}
+
+/// No decision without its record (`block`), or serving on with losses
+/// counted (`drop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// The call waits up to `max_wait` for room, then is refused (503).
+    #[default]
+    Block,
+    /// The record is dropped and counted.
+    Drop,
 }
 
 #[derive(Debug, Clone, Deserialize)]

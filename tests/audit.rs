@@ -338,3 +338,133 @@ async fn every_refusal_leaves_a_record() {
     let (code, out) = ecluse(&["audit", "verify", audit.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// A FIFO that is opened for reading and never read: the audit writer
+/// stalls once the pipe's buffer is full, as on a stuck disk.
+fn stalled_fifo(dir: &Path) -> (std::path::PathBuf, std::thread::JoinHandle<std::fs::File>) {
+    let fifo = dir.join("audit.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let path = fifo.clone();
+    // Opening for reading waits for ecluse to open it for writing.
+    let reader = std::thread::spawn(move || std::fs::File::open(path).unwrap());
+    (fifo, reader)
+}
+
+/// One call on a new connection; the status of the CONNECT when it is
+/// refused, else of the request, with the body.
+async fn one_call(proxy: &Proxy) -> (u16, String) {
+    let tcp = match proxy.connect("api.openai.com:443").await {
+        Ok(tcp) => tcp,
+        Err((status, text)) => return (status, text),
+    };
+    let tls = tls_connect(tcp, "api.openai.com", &[proxy.ca_path()], &[b"http/1.1"])
+        .await
+        .unwrap();
+    let resp = http1_send(
+        tls,
+        post_json(
+            "api.openai.com",
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    )
+    .await;
+    let status = resp.status().as_u16();
+    (status, body_text(resp).await)
+}
+
+fn metric(proxy: &Proxy, name: &str) -> f64 {
+    let (_, text) = proxy.admin_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_audit_writer_blocks_or_drops_as_configured() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    for on_full in ["block", "drop"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, reader) = stalled_fifo(dir.path());
+        let yaml = format!(
+            "{}audit: {{ file: {}, on_full: {on_full}, max_wait: 300ms, queue_records: 4 }}\n",
+            upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path)),
+            fifo.display()
+        );
+        let proxy = tokio::task::spawn_blocking(move || Proxy::start(&yaml))
+            .await
+            .unwrap();
+        let _held_open = reader.join().unwrap();
+        // Each call makes two records of ~1.5 KB; the pipe holds 64 KiB.
+        let mut refused = None;
+        for _ in 0..150 {
+            let (status, text) = one_call(&proxy).await;
+            if status == 503 {
+                refused = Some(text);
+                break;
+            }
+            assert_eq!(status, 200, "{text}");
+        }
+        match on_full {
+            "block" => {
+                let text = refused.expect("calls are refused once the audit queue is full");
+                assert!(
+                    text.contains("audit log") && text.contains("not keeping up"),
+                    "{text}"
+                );
+                assert!(metric(&proxy, "ecluse_audit_queue_depth") >= 4.0);
+                assert_eq!(metric(&proxy, "ecluse_audit_dropped_total"), 0.0);
+            }
+            _ => {
+                assert!(refused.is_none(), "drop mode keeps serving: {refused:?}");
+                assert!(metric(&proxy, "ecluse_audit_dropped_total") > 0.0);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_audit_log_cannot_be_written() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let yaml = format!(
+        "{}audit: {{ file: /dev/full }}\n",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path)),
+    );
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&yaml))
+        .await
+        .unwrap();
+    assert_eq!(proxy.admin_get("/readyz").0, 200);
+    let _ = one_call(&proxy).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = proxy.admin_get("/readyz");
+        if status == 503 {
+            assert!(
+                body.contains("audit log /dev/full cannot be written"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz stayed {status}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&proxy, "ecluse_audit_write_failing"), 1.0);
+}

@@ -62,6 +62,11 @@ impl FrontEnd {
     /// Decides a CONNECT, records the decision, and prepares what it asks
     /// for (resolution, upstream connection, leaf); nothing is written yet.
     async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
+        self.shared
+            .audit
+            .room()
+            .await
+            .map_err(ProxyError::Unavailable)?;
         let snapshot = self.shared.snapshot.load_full();
         let destination = self.shared.destination(&snapshot, authority, Scheme::Https);
         let decision = snapshot.decide_connect_at(&destination, &self.shared.source_value);

@@ -163,6 +163,12 @@ impl EgressProxy {
     /// The request path: admit -> (pass | read -> describe -> decide ->
     /// record -> act) -> deliver. Each stage is one function below.
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
+        // No decision without its record: wait for room in the audit queue.
+        self.shared
+            .audit
+            .room()
+            .await
+            .map_err(ProxyError::Unavailable)?;
         // One snapshot for the whole request: one revision decides it.
         let snapshot = self.shared.snapshot.load_full();
         let admitted = self.admit(session, &snapshot).await?;

@@ -107,7 +107,37 @@ pub fn raw_json<T: serde::Serialize>(document: &T) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(document).ok()
 }
 
-impl DecisionEvent<'_> {
+impl<'a> DecisionEvent<'a> {
+    /// A connect-stage decision (CONNECT or plain http) about `destination`,
+    /// with its input and result; failures are added by the caller.
+    pub fn connect(
+        shared: &'a Shared,
+        stage: Stage,
+        decision_id: &'a str,
+        revision: &'a str,
+        decision: &'a crate::policy::ConnectDecision,
+        destination: &'a DestinationDoc,
+    ) -> DecisionEvent<'a> {
+        DecisionEvent {
+            stage,
+            decision_id,
+            revision,
+            action: decision.action.as_str(),
+            rule: &decision.rule,
+            reason: &decision.reason,
+            enforced: shared.enforcing(),
+            destination,
+            request: None,
+            workload: shared.source.workload.as_deref(),
+            namespace: shared.source.namespace.as_deref(),
+            trace_id: None,
+            error: None,
+            error_code: None,
+            input: connect_input_json(destination, &shared.source),
+            result: raw_json(decision),
+        }
+    }
+
     pub fn log_line(&self) -> String {
         let d = self.destination;
         let target = match &self.request {

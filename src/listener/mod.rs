@@ -92,28 +92,17 @@ impl FrontEnd {
             .as_ref()
             .err()
             .filter(|e| !matches!(e, ProxyError::Denied { .. }));
-        event::emit(
+        let mut record = DecisionEvent::connect(
             &self.shared,
-            &DecisionEvent {
-                stage: Stage::Connect,
-                decision_id: &decision_id,
-                revision: &snapshot.revision,
-                action: decision.action.as_str(),
-                rule: &decision.rule,
-                reason: &decision.reason,
-                enforced: self.shared.enforcing(),
-                destination,
-                request: None,
-                workload: self.shared.source.workload.as_deref(),
-                namespace: self.shared.source.namespace.as_deref(),
-                trace_id: None,
-                error: failure.map(|e| e.to_string()),
-                error_code: plan.as_ref().err().map(|e| e.code()),
-                input: event::connect_input_json(destination, &self.shared.source),
-                result: event::raw_json(&decision),
-            },
-            event::SpanTarget::Connect,
+            Stage::Connect,
+            &decision_id,
+            &snapshot.revision,
+            &decision,
+            destination,
         );
+        record.error = failure.map(|e| e.to_string());
+        record.error_code = plan.as_ref().err().map(|e| e.code());
+        event::emit(&self.shared, &record, event::SpanTarget::Connect);
         plan
     }
 

@@ -568,24 +568,14 @@ impl EgressProxy {
         let decision_id = audit::new_decision_id();
         event::emit(
             &self.shared,
-            &DecisionEvent {
-                stage: Stage::Plain,
-                decision_id: &decision_id,
-                revision: &snapshot.revision,
-                action: decision.action.as_str(),
-                rule: &decision.rule,
-                reason: &decision.reason,
-                enforced: self.shared.enforcing(),
+            &DecisionEvent::connect(
+                &self.shared,
+                Stage::Plain,
+                &decision_id,
+                &snapshot.revision,
+                &decision,
                 destination,
-                request: None,
-                workload: self.shared.source.workload.as_deref(),
-                namespace: self.shared.source.namespace.as_deref(),
-                trace_id: None,
-                error: None,
-                error_code: None,
-                input: event::connect_input_json(destination, &self.shared.source),
-                result: event::raw_json(&decision),
-            },
+            ),
             SpanTarget::Connect,
         );
         let registered = destination.provider.is_some();

@@ -23,8 +23,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,53 +75,9 @@ fn options() -> Options {
 
 // ---------------------------------------------------------------- PKI
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_path: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ecluse load-test upstream CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        let ca_path = dir.path().join("upstream-ca.pem");
-        std::fs::write(&ca_path, cert.pem()).unwrap();
-        Pki {
-            dir,
-            ca_path,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], key)
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-}
+#[path = "../tests/support/pki.rs"]
+mod pki;
+use pki::TestPki as Pki;
 
 fn client_config(ca_files: &[&Path]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -628,12 +583,15 @@ fn main() {
             .is_none_or(|list| list.iter().any(|n| n == name))
     };
     let pki = Pki::new();
-    let mock = start_mock(pki.server_config(&[
-        "api.openai.com",
-        "api.mistral.ai",
-        "tunnel.example",
-        "localhost",
-    ]));
+    let mock = start_mock(pki.server_config_with_alpn(
+        &[
+            "api.openai.com",
+            "api.mistral.ai",
+            "tunnel.example",
+            "localhost",
+        ],
+        &[b"http/1.1"],
+    ));
     let mut rows = Vec::new();
     let resolve = format!(
         "upstream:\n  extra_ca_file: {}\n  resolve:\n    \"api.openai.com:443\": \"{mock}\"\n    \"api.mistral.ai:443\": \"{mock}\"\n    \"tunnel.example:443\": \"{mock}\"\n",

@@ -4,6 +4,10 @@
 
 pub mod git_http;
 pub mod git_repo;
+#[path = "../support/pki.rs"]
+mod pki;
+#[allow(unused_imports)]
+pub use pki::TestPki;
 pub mod python;
 
 use std::convert::Infallible;
@@ -20,82 +24,13 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A CA for mock upstreams, distinct from ecluse's own.
-pub struct TestPki {
-    pub dir: tempfile::TempDir,
-    pub ca_path: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl TestPki {
-    pub fn new() -> TestPki {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ecluse test upstream CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        let ca_path = dir.path().join("upstream-ca.pem");
-        std::fs::write(&ca_path, cert.pem()).unwrap();
-        TestPki {
-            dir,
-            ca_path,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A TLS server config for `names`, signed by this CA.
-    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        server_config_for(cert.der().clone(), key)
-    }
-
-    /// A self-signed server config, trusted by nobody.
-    pub fn self_signed_config(names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        server_config_for(cert.der().clone(), key)
-    }
-}
-
-fn server_config_for(cert: CertificateDer<'static>, key: KeyPair) -> Arc<rustls::ServerConfig> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
 }
 
 /// A request as the mock upstream received it.

@@ -254,7 +254,9 @@ pub fn emit(shared: &Shared, event: &DecisionEvent<'_>, span: SpanTarget<'_>) {
     shared
         .metrics
         .count("ecluse_decisions_total", &event.metric_labels());
-    shared.audit.record(event.audit_record());
+    let record = event.audit_record();
+    shared.telemetry.export_audit(&record);
+    shared.audit.record(record);
     let telemetry = &shared.telemetry;
     if !telemetry.enabled() {
         return;

@@ -15,6 +15,7 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
 use serde::Deserialize;
@@ -49,6 +50,9 @@ pub struct TelemetryConfig {
 pub struct Telemetry {
     tracer: Option<Tracer>,
     provider: Option<SdkTracerProvider>,
+    /// Audit records exported as OTLP log records, beside the local file.
+    logs: Option<SdkLoggerProvider>,
+    audit_logger: Option<opentelemetry_sdk::logs::SdkLogger>,
     /// Keeps the gRPC channel's tasks alive.
     _runtime: Option<tokio::runtime::Runtime>,
     propagator: TraceContextPropagator,
@@ -72,6 +76,8 @@ impl Telemetry {
         Telemetry {
             tracer: None,
             provider: None,
+            logs: None,
+            audit_logger: None,
             _runtime: None,
             propagator: TraceContextPropagator::new(),
             capture_content: false,
@@ -85,9 +91,6 @@ impl Telemetry {
     /// Builds the exporter from the config and the `OTEL_*` variables; no
     /// endpoint anywhere means no exporter.
     pub fn init(config: &TelemetryConfig) -> Result<Telemetry, String> {
-        use opentelemetry_otlp::{
-            Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
-        };
         let endpoint = config.endpoint.clone();
         let configured = endpoint.is_some()
             || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
@@ -115,56 +118,20 @@ impl Telemetry {
             .enable_all()
             .build()
             .map_err(|e| format!("telemetry runtime: {e}"))?;
-        let exporter = {
+        let (exporter, log_exporter) = {
             let _guard = runtime.enter();
-            match protocol.as_str() {
-                "grpc" => {
-                    let mut b = SpanExporter::builder().with_tonic();
-                    if let Some(e) = &endpoint {
-                        b = b.with_endpoint(e.clone());
-                    }
-                    if let Some(t) = timeout {
-                        b = b.with_timeout(t);
-                    }
-                    if !config.headers.is_empty() {
-                        let mut map = tonic::metadata::MetadataMap::new();
-                        for (k, v) in &config.headers {
-                            let key = tonic::metadata::MetadataKey::from_bytes(
-                                k.to_ascii_lowercase().as_bytes(),
-                            )
-                            .map_err(|_| {
-                                format!("telemetry.headers: {k:?} is not a valid header")
-                            })?;
-                            let value = v.parse().map_err(|_| {
-                                format!("telemetry.headers: the value of {k} is not valid")
-                            })?;
-                            map.insert(key, value);
-                        }
-                        b = b.with_metadata(map);
-                    }
-                    b.build().map_err(|e| format!("OTLP/gRPC exporter: {e}"))?
-                }
-                "http/protobuf" => {
-                    let mut b = SpanExporter::builder()
-                        .with_http()
-                        .with_protocol(Protocol::HttpBinary);
-                    if let Some(e) = &endpoint {
-                        b = b.with_endpoint(http_traces_endpoint(e));
-                    }
-                    if let Some(t) = timeout {
-                        b = b.with_timeout(t);
-                    }
-                    if !config.headers.is_empty() {
-                        b = b.with_headers(config.headers.clone().into_iter().collect());
-                    }
-                    b.build().map_err(|e| format!("OTLP/HTTP exporter: {e}"))?
-                }
-                other => {
-                    return Err(format!(
-                        "OTLP protocol {other:?} is not supported: use grpc or http/protobuf"
-                    ))
-                }
-            }
+            let endpoint = endpoint.as_deref();
+            (
+                otlp_exporter!(
+                    SpanExporter,
+                    protocol,
+                    endpoint,
+                    "/v1/traces",
+                    timeout,
+                    config
+                ),
+                otlp_exporter!(LogExporter, protocol, endpoint, "/v1/logs", timeout, config),
+            )
         };
         let service = config
             .service_name
@@ -175,6 +142,7 @@ impl Telemetry {
             .with_service_name(service)
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
+        let resource_for_logs = resource.clone();
         let mut builder = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_batch_exporter(exporter);
@@ -183,17 +151,68 @@ impl Telemetry {
         }
         let provider = builder.build();
         let tracer = provider.tracer("ecluse");
+        let logs = SdkLoggerProvider::builder()
+            .with_resource(resource_for_logs)
+            .with_batch_exporter(log_exporter)
+            .build();
         Ok(Telemetry {
             tracer: Some(tracer),
             provider: Some(provider),
+            audit_logger: Some(opentelemetry::logs::LoggerProvider::logger(
+                &logs,
+                "ecluse.audit",
+            )),
+            logs: Some(logs),
             _runtime: Some(runtime),
             propagator: TraceContextPropagator::new(),
             capture_content: config.capture_content,
         })
     }
 
+    /// Exports an audit record as an OTLP log record whose attributes are
+    /// the record's fields (objects as JSON text), so that a Collector can
+    /// ship the audit trail to Loki, Elasticsearch or object storage.
+    pub fn export_audit(&self, record: &crate::audit::AuditRecord) {
+        use opentelemetry::logs::{AnyValue, LogRecord, Logger, Severity};
+        let Some(logger) = &self.audit_logger else {
+            return;
+        };
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(record) else {
+            return;
+        };
+        let mut log = logger.create_log_record();
+        log.set_severity_number(Severity::Info);
+        log.set_severity_text("INFO");
+        log.set_event_name("ecluse.decision");
+        log.set_body(AnyValue::from(
+            fields
+                .get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or_default()
+                .to_string(),
+        ));
+        for (key, value) in fields {
+            let value: AnyValue = match value {
+                serde_json::Value::Null => continue,
+                serde_json::Value::Bool(b) => b.into(),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => i.into(),
+                    None => n.as_f64().unwrap_or_default().into(),
+                },
+                serde_json::Value::String(s) => s.into(),
+                other => other.to_string().into(),
+            };
+            log.add_attribute(format!("ecluse.audit.{key}"), value);
+        }
+        logger.emit(log);
+    }
+
     /// Exports what is queued; called once at exit.
     pub fn shutdown(&self) {
+        if let Some(logs) = &self.logs {
+            let _ = logs.force_flush();
+            let _ = logs.shutdown_with_timeout(Duration::from_secs(5));
+        }
         if let Some(p) = &self.provider {
             let _ = p.force_flush();
             let _ = p.shutdown_with_timeout(Duration::from_secs(5));
@@ -379,12 +398,83 @@ impl<F: FnMut(&str, String)> Injector for FnInjector<'_, F> {
 
 /// OTLP/HTTP wants the full traces path when the endpoint is configured in
 /// code (the SDK appends it only to the generic environment variable).
+#[cfg(test)]
 fn http_traces_endpoint(endpoint: &str) -> String {
-    if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
-        endpoint.to_string()
-    } else {
-        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    http_signal_endpoint(endpoint, "/v1/traces")
+}
+
+/// The OTLP/HTTP URL of one signal: the base endpoint plus its path, unless
+/// the endpoint already names a signal's path.
+fn http_signal_endpoint(endpoint: &str, path: &str) -> String {
+    let base = endpoint.trim_end_matches('/');
+    let base = base
+        .strip_suffix("/v1/traces")
+        .or_else(|| base.strip_suffix("/v1/logs"))
+        .unwrap_or(base);
+    format!("{base}{path}")
+}
+
+/// One OTLP exporter (`SpanExporter`, `LogExporter`) for the configured
+/// protocol, endpoint, timeout and headers: the same settings serve traces
+/// and audit logs.
+macro_rules! otlp_exporter {
+    ($kind:ident, $protocol:expr, $endpoint:expr, $http_path:expr, $timeout:expr, $config:expr) => {{
+        use opentelemetry_otlp::{
+            $kind, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+        };
+        let config: &TelemetryConfig = $config;
+        match $protocol.as_str() {
+            "grpc" => {
+                let mut b = $kind::builder().with_tonic();
+                if let Some(e) = $endpoint {
+                    b = b.with_endpoint(e.to_string());
+                }
+                if let Some(t) = $timeout {
+                    b = b.with_timeout(t);
+                }
+                if !config.headers.is_empty() {
+                    b = b.with_metadata(grpc_metadata(&config.headers)?);
+                }
+                b.build().map_err(|e| format!("OTLP/gRPC exporter: {e}"))?
+            }
+            "http/protobuf" => {
+                let mut b = $kind::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary);
+                if let Some(e) = $endpoint {
+                    b = b.with_endpoint(http_signal_endpoint(e, $http_path));
+                }
+                if let Some(t) = $timeout {
+                    b = b.with_timeout(t);
+                }
+                if !config.headers.is_empty() {
+                    b = b.with_headers(config.headers.clone().into_iter().collect());
+                }
+                b.build().map_err(|e| format!("OTLP/HTTP exporter: {e}"))?
+            }
+            other => {
+                return Err(format!(
+                    "OTLP protocol {other:?} is not supported: use grpc or http/protobuf"
+                ))
+            }
+        }
+    }};
+}
+use otlp_exporter;
+
+fn grpc_metadata(
+    headers: &BTreeMap<String, String>,
+) -> Result<tonic::metadata::MetadataMap, String> {
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (k, v) in headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("telemetry.headers: {k:?} is not a valid header"))?;
+        let value = v
+            .parse()
+            .map_err(|_| format!("telemetry.headers: the value of {k} is not valid"))?;
+        map.insert(key, value);
     }
+    Ok(map)
 }
 
 fn sampler_from(name: &str, arg: Option<f64>) -> Result<Sampler, String> {

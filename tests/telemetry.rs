@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
@@ -27,6 +31,8 @@ use prost::Message;
 struct Received {
     spans: Arc<Mutex<Vec<Span>>>,
     bytes: Arc<Mutex<Vec<u8>>>,
+    /// OTLP log records: the audit records ecluse exports.
+    logs: Arc<Mutex<Vec<LogRecord>>>,
 }
 
 impl Received {
@@ -101,15 +107,35 @@ fn tokio_stream_of(
     })
 }
 
-/// OTLP/HTTP: POST /v1/traces with a protobuf body.
+/// OTLP/HTTP: POST /v1/traces and /v1/logs with protobuf bodies.
 async fn http_receiver() -> (SocketAddr, Received) {
     let received = Received::default();
     let r = received.clone();
     let mock = MockUpstream::start(
         None,
         Arc::new(move |req: &Recorded| {
-            assert_eq!(req.path, "/v1/traces");
             assert_eq!(req.header("content-type"), Some("application/x-protobuf"));
+            if req.path == "/v1/logs" {
+                let decoded = ExportLogsServiceRequest::decode(req.body.as_ref()).unwrap();
+                r.bytes.lock().unwrap().extend_from_slice(&req.body);
+                let mut logs = r.logs.lock().unwrap();
+                for rl in &decoded.resource_logs {
+                    for sl in &rl.scope_logs {
+                        logs.extend(sl.log_records.iter().cloned());
+                    }
+                }
+                return MockResponse::Full {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/x-protobuf".into())],
+                    body: Bytes::from(
+                        ExportLogsServiceResponse {
+                            partial_success: None,
+                        }
+                        .encode_to_vec(),
+                    ),
+                };
+            }
+            assert_eq!(req.path, "/v1/traces");
             let decoded = ExportTraceServiceRequest::decode(req.body.as_ref()).unwrap();
             r.absorb(&decoded, &req.body);
             MockResponse::Full {
@@ -481,6 +507,50 @@ async fn http_protobuf_receiver_and_content_capture_opt_in() {
         attr_str(call, "gen_ai.output.messages").as_deref(),
         Some("Hello from the mock")
     );
+    // The audit record of the call arrives as an OTLP log record, its
+    // fields as attributes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let record = loop {
+        let found = received.logs.lock().unwrap().iter().find(|l| {
+            l.attributes.iter().any(|kv| {
+                kv.key == "ecluse.audit.decision_id"
+                    && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(AnyValue::StringValue(s)) if *s == id)
+            })
+        }).cloned();
+        if let Some(record) = found {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OTLP log record for decision {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let field = |key: &str| {
+        record
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.clone())
+    };
+    assert_eq!(
+        field("ecluse.audit.stage"),
+        Some(AnyValue::StringValue("request".into()))
+    );
+    assert_eq!(
+        field("ecluse.audit.action"),
+        Some(AnyValue::StringValue("allow".into()))
+    );
+    assert_eq!(
+        field("ecluse.audit.enforced"),
+        Some(AnyValue::BoolValue(true))
+    );
+    match field("ecluse.audit.input") {
+        Some(AnyValue::StringValue(input)) => {
+            assert!(input.contains("\"stage\":\"request\""), "{input}")
+        }
+        other => panic!("input attribute: {other:?}"),
+    }
     let bytes = received.bytes.lock().unwrap().clone();
     assert!(!bytes
         .windows(CANARY_KEY.len())

@@ -46,6 +46,31 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Read decision audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Summarise audit logs as a record of processing: who sent what to which entity, and what was decided.
+    Report {
+        /// Audit logs (JSON lines), read in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "html")]
+        format: crate::audit_report::Format,
+        /// Records at or after this RFC 3339 time, or from the start of this UTC date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Records at or before this RFC 3339 time, or up to the end of this UTC date (YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -123,6 +148,33 @@ fn run_command(cli: Cli) -> ExitCode {
                 config,
             } => policy_eval(policy, &input, config.as_deref()),
         },
+        Command::Audit { command } => match command {
+            AuditCommand::Report {
+                files,
+                out,
+                format,
+                since,
+                until,
+            } => audit_report(&files, &out, format, since.as_deref(), until.as_deref()),
+        },
+    }
+}
+
+fn audit_report(
+    files: &[PathBuf],
+    out: &Path,
+    format: crate::audit_report::Format,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> ExitCode {
+    let written = crate::audit_report::run(files, out, format, since, until)
+        .and_then(|(bytes, said)| app::write_atomically(out, &bytes).map(|()| said));
+    match written {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -46,7 +46,7 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Check, replay and report audit logs.
+    /// Check, replay and report decision audit logs.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -76,6 +76,22 @@ enum AuditCommand {
         /// The sidecar's config: its targets (data.targets), evaluation limit and Git credentials.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Summarise audit logs as a record of processing: who sent what to which entity, and what was decided.
+    Report {
+        /// Audit logs (JSON lines), read in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "html")]
+        format: crate::audit_report::Format,
+        /// Records at or after this RFC 3339 time, or from the start of this UTC date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Records at or before this RFC 3339 time, or up to the end of this UTC date (YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -162,7 +178,32 @@ fn run_command(cli: Cli) -> ExitCode {
                 git,
                 config,
             } => audit_replay(&files, policy.as_deref(), git.as_deref(), config.as_deref()),
+            AuditCommand::Report {
+                files,
+                out,
+                format,
+                since,
+                until,
+            } => audit_report(&files, &out, format, since.as_deref(), until.as_deref()),
         },
+    }
+}
+
+fn audit_report(
+    files: &[PathBuf],
+    out: &Path,
+    format: crate::audit_report::Format,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> ExitCode {
+    let written = crate::audit_report::run(files, out, format, since, until)
+        .and_then(|(bytes, said)| app::write_atomically(out, &bytes).map(|()| said));
+    match written {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

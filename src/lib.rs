@@ -6,6 +6,7 @@ pub(crate) mod admin;
 pub(crate) mod app;
 pub(crate) mod audit;
 pub(crate) mod audit_check;
+pub(crate) mod audit_report;
 pub mod authority;
 pub mod classify;
 pub mod cli;

@@ -172,7 +172,7 @@ impl Telemetry {
     /// Exports an audit record as an OTLP log record whose attributes are
     /// the record's fields (objects as JSON text), so that a Collector can
     /// ship the audit trail to Loki, Elasticsearch or object storage.
-    pub fn export_audit(&self, record: &crate::audit::AuditRecord) {
+    pub fn export_audit<R: serde::Serialize>(&self, record: &R) {
         use opentelemetry::logs::{AnyValue, LogRecord, Logger, Severity};
         let Some(logger) = &self.audit_logger else {
             return;

@@ -4,12 +4,15 @@
 //! (HTTP/1.1 and HTTP/2 inside the tunnel, real TLS with minted leaves) to
 //! mock upstreams that record what reached them.
 
+#[path = "support/codings.rs"]
+mod codings;
 mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use codings::{brotli, gzip, zlib, zstd};
 use common::*;
 use serde_json::{json, Value};
 
@@ -185,31 +188,6 @@ fn chat_body(text: &str) -> Vec<u8> {
     json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
         .to_string()
         .into_bytes()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn brotli(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-        w.write_all(data).unwrap();
-    }
-    out
-}
-
-fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::stream::encode_all(data, 3).unwrap()
 }
 
 fn assert_refused(answer: &Answer, status: u16, fragment: &str, logs: &str) {

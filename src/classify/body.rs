@@ -688,40 +688,13 @@ fn read_bounded(reader: impl Read, cap: usize) -> std::io::Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/codings.rs"]
+mod codings;
+
+#[cfg(test)]
 mod tests {
+    use super::codings::{brotli, gzip, raw_deflate, zlib, zstd};
     use super::*;
-    use std::io::Write;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn zlib(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn raw_deflate(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn brotli(data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        {
-            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-            w.write_all(data).unwrap();
-        }
-        out
-    }
-
-    fn zstd(data: &[u8]) -> Vec<u8> {
-        zstd::stream::encode_all(data, 3).unwrap()
-    }
 
     const LIMIT: usize = 10 << 20;
 

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use codings::{brotli, gzip, zlib, zstd};
+use codings::{brotli, gzip, multipart, zlib, zstd};
 use common::*;
 use serde_json::{json, Value};
 
@@ -391,34 +391,6 @@ async fn every_detected_kind_and_national_id_is_refused_and_look_alikes_pass() {
     assert_eq!(g.reached_openai(), passed);
 }
 
-/// (field name, file name, content type, bytes)
-type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
-
-fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
-    let boundary = "gateTestBoundary42";
-    let mut body = Vec::new();
-    for (name, file, ctype, data) in parts {
-        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        let mut disposition = format!("Content-Disposition: form-data; name=\"{name}\"");
-        if let Some(f) = file {
-            disposition.push_str(&format!("; filename=\"{f}\""));
-        }
-        body.extend_from_slice(disposition.as_bytes());
-        body.extend_from_slice(b"\r\n");
-        if let Some(t) = ctype {
-            body.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
-        }
-        body.extend_from_slice(b"\r\n");
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (
-        format!("content-type: multipart/form-data; boundary={boundary}"),
-        body,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
     let g = gate(json!({}), "").await;
@@ -433,7 +405,7 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
         ),
     ]);
     for http in BOTH {
-        let answer = g.call(http, url, &[&ctype], &audio);
+        let answer = g.call(http, url, &[&format!("content-type: {ctype}")], &audio);
         assert_refused(
             &answer,
             403,
@@ -443,7 +415,10 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
         let answer = g.call(
             http,
             url,
-            &[&ctype, "x-data-classification: internal"],
+            &[
+                &format!("content-type: {ctype}"),
+                "x-data-classification: internal",
+            ],
             &audio,
         );
         assert_eq!(answer.status, 200, "{}", answer.body);
@@ -461,7 +436,7 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
     let answer = g.call(
         Http::Two,
         "https://api.openai.com/v1/files",
-        &[&ctype],
+        &[&format!("content-type: {ctype}")],
         &batch,
     );
     assert_refused(&answer, 403, "personal data may not reach", &g.proxy.logs());
@@ -478,7 +453,7 @@ async fn uploads_and_media_the_scan_cannot_read_are_not_waved_through() {
     let answer = g.call(
         Http::One,
         "https://api.openai.com/v1/files",
-        &[&ctype],
+        &[&format!("content-type: {ctype}")],
         &clean,
     );
     assert_eq!(answer.status, 200, "{}", answer.body);

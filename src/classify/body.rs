@@ -693,7 +693,7 @@ mod codings;
 
 #[cfg(test)]
 mod tests {
-    use super::codings::{brotli, gzip, raw_deflate, zlib, zstd};
+    use super::codings::{brotli, gzip, multipart, raw_deflate, zlib, zstd};
     use super::*;
 
     const LIMIT: usize = 10 << 20;
@@ -860,31 +860,6 @@ mod tests {
             format!(r#"{{"a":"{sha}"}}"#).as_bytes(),
         );
         assert!(scan.unread.is_empty(), "{scan:?}");
-    }
-
-    /// (field name, file name, content type, bytes)
-    type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
-
-    fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
-        let boundary = "XyZecluseBoundary";
-        let mut body = Vec::new();
-        for (name, file, ctype, data) in parts {
-            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            let mut disposition = format!("Content-Disposition: form-data; name=\"{name}\"");
-            if let Some(f) = file {
-                disposition.push_str(&format!("; filename=\"{f}\""));
-            }
-            body.extend_from_slice(disposition.as_bytes());
-            body.extend_from_slice(b"\r\n");
-            if let Some(t) = ctype {
-                body.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
-            }
-            body.extend_from_slice(b"\r\n");
-            body.extend_from_slice(data);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        (format!("multipart/form-data; boundary={boundary}"), body)
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Encoders for request bodies with a `Content-Encoding`, for tests of the
-//! decoder: the same maintained crates ecluse decodes with. Included by the
-//! body reader's unit tests, the gate tests and the memory test (`#[path]`).
+//! Request bodies for tests of the body reader: encoders for each
+//! `Content-Encoding` (the same maintained crates ecluse decodes with) and
+//! multipart uploads. Included by the body reader's unit tests and the gate
+//! tests (`#[path]`).
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -35,4 +36,30 @@ pub fn brotli(data: &[u8]) -> Vec<u8> {
 
 pub fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::stream::encode_all(data, 3).unwrap()
+}
+
+/// (field name, file name, content type, bytes)
+pub type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A multipart/form-data body: its `Content-Type` value and its bytes.
+pub fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = "ecluseTestBoundary42";
+    let mut body = Vec::new();
+    for (name, file, ctype, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{name}\"");
+        if let Some(f) = file {
+            disposition.push_str(&format!("; filename=\"{f}\""));
+        }
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(t) = ctype {
+            body.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }

@@ -1,6 +1,7 @@
 //! Reroutes: the targets a decision may send a call to, and the pure
 //! rewrite of an OpenAI call into a call to that target.
 
+pub mod answer;
 pub mod key;
 pub mod translate;
 pub mod url;

@@ -115,6 +115,7 @@ fn policy_evaluation(c: &mut Criterion) {
             models: Default::default(),
             headers: Default::default(),
             api: None,
+            native: Vec::new(),
         },
     )
     .unwrap();

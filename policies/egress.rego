@@ -156,17 +156,19 @@ within_retention(max) if {
 }
 
 # The target settings.reroute names for a constraint, when it is configured,
-# serves this operation, can take a translated OpenAI call, and satisfies the
-# constraint itself. Data documents are bound to variables before indexing:
+# can take this call (natively or translated: `apis` lists, per API the app
+# called, the operations the target takes), and satisfies the constraint
+# itself. Data documents are bound to variables before indexing:
 # indexing data.* with a variable makes regorus look for a rule at that path
 # on every call.
 reroute_target(constraint) := name if {
-	input.destination.api == "openai"
+	api := input.destination.api
 	reroutes := data.settings.reroute
 	name := reroutes[constraint]
 	targets := data.targets
 	target := targets[name]
-	input.request.operation in target.operations
+	accepted := target.apis[api]
+	input.request.operation in accepted
 	satisfies(constraint, target)
 }
 

@@ -39,11 +39,13 @@ vllm := object.union(openai, {
 
 targets := {
 	"mistral": {
-		"provider": "mistral", "in_cluster": false, "operations": ["chat", "embeddings", "models"],
+		"provider": "mistral", "in_cluster": false, "operations": ["chat", "embeddings", "models", "responses"],
+		"apis": {"openai": ["chat", "embeddings", "models", "responses"], "anthropic": ["messages"]},
 		"entity": mistral.entity, "retention": mistral.retention,
 	},
 	"vllm": {
-		"provider": "in_cluster", "in_cluster": true, "operations": ["chat", "completions", "embeddings", "models"],
+		"provider": "in_cluster", "in_cluster": true, "operations": ["chat", "completions", "embeddings", "models", "responses"],
+		"apis": {"openai": ["chat", "completions", "embeddings", "models", "responses"], "anthropic": ["messages"]},
 		"entity": vllm.entity, "retention": vllm.retention,
 	},
 }
@@ -144,10 +146,31 @@ test_personal_to_mistral_is_allowed if {
 	d.rule == "egress.allowed"
 }
 
-test_personal_to_anthropic_is_denied_because_its_api_cannot_be_rerouted if {
-	d := decide(call(anthropic, "personal", null, null, {}))
+test_personal_anthropic_messages_are_rerouted_translated if {
+	i := json.patch(call(anthropic, "personal", null, null, {}), [
+		{"op": "replace", "path": "/request/operation", "value": "messages"},
+		{"op": "replace", "path": "/request/path", "value": "/v1/messages"},
+	])
+	d := decide(i)
+	d.allowed
+	d.route.target == "mistral"
+}
+
+test_personal_anthropic_call_no_target_takes_is_denied if {
+	i := json.patch(call(anthropic, "personal", null, null, {}), [{"op": "replace", "path": "/request/operation", "value": "completions"}])
+	d := decide(i)
 	not d.allowed
 	d.rule == "egress.personal_data_cloud_act"
+}
+
+test_personal_responses_call_is_rerouted if {
+	i := json.patch(call(openai, "personal", null, null, {}), [
+		{"op": "replace", "path": "/request/operation", "value": "responses"},
+		{"op": "replace", "path": "/request/path", "value": "/v1/responses"},
+	])
+	d := decide(i)
+	d.allowed
+	d.route.target == "mistral"
 }
 
 test_personal_reroute_needs_the_target_to_serve_the_operation if {

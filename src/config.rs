@@ -183,7 +183,7 @@ fn default_git_timeout() -> Duration {
 }
 
 /// Where a decision may reroute a call (`route.target`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// `https://host[:port]/prefix` or `http://...` for in-cluster servers.
@@ -202,6 +202,12 @@ pub struct TargetConfig {
     /// `openai` otherwise.
     #[serde(default)]
     pub api: Option<String>,
+    /// APIs besides chat completions that the target serves itself, so that
+    /// calls to them are sent as they are instead of translated: `responses`
+    /// (OpenAI's Responses API, served by vLLM), `messages` (Anthropic's
+    /// Messages API, also served by vLLM).
+    #[serde(default)]
+    pub native: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

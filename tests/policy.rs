@@ -27,6 +27,7 @@ fn targets() -> BTreeMap<String, Target> {
             models: [("*".to_string(), "mistral-large-latest".to_string())].into(),
             headers: BTreeMap::new(),
             api: None,
+            native: Vec::new(),
         },
     );
     configs.insert(
@@ -41,6 +42,7 @@ fn targets() -> BTreeMap<String, Target> {
             .into(),
             headers: BTreeMap::new(),
             api: None,
+            native: Vec::new(),
         },
     );
     targets_from_config(&configs).unwrap()
@@ -80,6 +82,7 @@ fn fixture_input(registry: &Registry, fixture: &Value) -> input::RequestInput {
         operation: Some(match fixture["operation"].as_str().unwrap_or("chat") {
             "chat" => "chat",
             "messages" => "messages",
+            "responses" => "responses",
             "completions" => "completions",
             "converse" => "converse",
             other => panic!("fixture operation {other}"),

@@ -565,6 +565,7 @@ mod tests {
                 models: BTreeMap::new(),
                 headers: BTreeMap::new(),
                 api: None,
+                native: Vec::new(),
             };
             let target = crate::route::Target::from_config(name, &config).unwrap();
             (name.to_string(), target)

@@ -28,6 +28,7 @@ use crate::llm::usage::{ResponseObserver, Usage};
 use crate::proxy::checks;
 use crate::proxy::pool::UpstreamPool;
 use crate::reply::ProxyError;
+use crate::route::answer::AnswerTranslator;
 use crate::route::translate::openai_error;
 
 pub enum OutboundBody {
@@ -47,6 +48,9 @@ pub struct Outbound<'a> {
     pub response_headers: Vec<(&'static str, String)>,
     /// Rewrite non-2xx answers into OpenAI's error shape (rerouted calls).
     pub translate_errors: bool,
+    /// Rewrites a successful answer into the API the app called (a
+    /// rerouted call translated to chat completions).
+    pub answer: Option<Box<dyn AnswerTranslator>>,
 }
 
 /// Why an answer already under way could not be finished.
@@ -207,7 +211,13 @@ impl Forwarder {
             .map(str::to_string);
         let mut observer =
             ResponseObserver::new(content_type.as_deref()).capturing_content(capture_content);
-        let end_of_stream = upstream.response_done();
+        let mut answer = out.answer;
+        if let Some(translator) = answer.as_deref() {
+            reframe_for_translation(&mut response, translator, &host)?;
+        }
+        // A translated answer is owed even for an empty target body: the
+        // translator's verdict on it comes at its end.
+        let end_of_stream = upstream.response_done() && answer.is_none();
         session
             .write_response_header(Box::new(response), end_of_stream)
             .await
@@ -225,6 +235,7 @@ impl Forwarder {
                     &host,
                     &mut result.body_bytes,
                     &mut observer,
+                    answer.as_deref_mut(),
                 )
                 .await
                 .err();
@@ -338,9 +349,29 @@ impl Forwarder {
         host: &str,
         sent: &mut u64,
         observer: &mut ResponseObserver,
+        mut answer: Option<&mut (dyn AnswerTranslator + '_)>,
     ) -> Result<(), Cut> {
         let idle = self.timeouts.stream_idle;
         let client_cut = |e: Box<Error>| Cut::Client(format!("client went away: {e}"));
+        let untranslatable =
+            |e: String| Cut::Upstream(format!("the answer of {host} cannot be translated: {e}"));
+        if upstream.response_done() {
+            // The target's body was empty (or came with its head).
+            if let Some(translator) = answer.as_deref_mut() {
+                let tail = translator.finish().map_err(untranslatable)?;
+                *sent += tail.len() as u64;
+                session
+                    .write_response_body(Some(Bytes::from(tail)), true)
+                    .await
+                    .map_err(client_cut)?;
+                session
+                    .downstream_session
+                    .finish_body()
+                    .await
+                    .map_err(client_cut)?;
+            }
+            return Ok(());
+        }
         loop {
             let chunk = tokio::select! {
                 read = tokio::time::timeout(idle, upstream.read_response_body()) => match read {
@@ -358,9 +389,31 @@ impl Forwarder {
                 },
                 closed = client_gone(session) => return Err(Cut::Client(closed)),
             };
-            let done = upstream.response_done();
-            match chunk {
-                Some(data) => {
+            let done = upstream.response_done() || chunk.is_none();
+            match (chunk, answer.as_deref_mut()) {
+                (Some(data), Some(translator)) => {
+                    observer.feed(&data);
+                    let mut out = translator.feed(&data).map_err(untranslatable)?;
+                    if done {
+                        out.extend(translator.finish().map_err(untranslatable)?);
+                    }
+                    *sent += out.len() as u64;
+                    if !out.is_empty() || done {
+                        session
+                            .write_response_body(Some(Bytes::from(out)), done)
+                            .await
+                            .map_err(client_cut)?;
+                    }
+                }
+                (None, Some(translator)) => {
+                    let tail = translator.finish().map_err(untranslatable)?;
+                    *sent += tail.len() as u64;
+                    session
+                        .write_response_body(Some(Bytes::from(tail)), true)
+                        .await
+                        .map_err(client_cut)?;
+                }
+                (Some(data), None) => {
                     *sent += data.len() as u64;
                     observer.feed(&data);
                     session
@@ -368,7 +421,7 @@ impl Forwarder {
                         .await
                         .map_err(client_cut)?;
                 }
-                None => {
+                (None, None) => {
                     session
                         .write_response_body(None, true)
                         .await
@@ -385,6 +438,32 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// The head of an answer whose body is rewritten: the translated type,
+/// and chunked framing since the rewritten length is known only at its end.
+fn reframe_for_translation(
+    response: &mut ResponseHeader,
+    translator: &dyn AnswerTranslator,
+    host: &str,
+) -> Result<(), ProxyError> {
+    // The target was asked for `identity`; a coded answer cannot be read.
+    if let Some(coding) = response
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .filter(|c| !c.eq_ignore_ascii_case("identity"))
+    {
+        return Err(ProxyError::Upstream {
+            host: host.to_string(),
+            detail: format!("answered with Content-Encoding {coding:?} though asked for identity; its answer cannot be translated"),
+        });
+    }
+    response.remove_header(&http::header::CONTENT_LENGTH);
+    response.remove_header(&http::header::CONTENT_ENCODING);
+    let _ = response.insert_header(http::header::CONTENT_TYPE, translator.content_type());
+    let _ = response.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    Ok(())
 }
 
 /// Whether a buffered request can go out in one write (see

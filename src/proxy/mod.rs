@@ -30,6 +30,7 @@ use crate::policy::verdict::{connect_verdict, request_verdict, RequestVerdict};
 use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::redact;
 use crate::reply::ProxyError;
+use crate::route::answer::AnswerTranslator;
 use crate::route::{self, RouteError};
 use crate::state::Shared;
 use crate::telemetry::{self, CallSpan};
@@ -153,6 +154,8 @@ struct Delivery {
     body: Bytes,
     response_headers: Vec<(&'static str, String)>,
     rerouted: bool,
+    /// Rewrites a rerouted call's answer into the API the app called.
+    answer: Option<Box<dyn AnswerTranslator>>,
 }
 
 impl EgressProxy {
@@ -280,6 +283,7 @@ impl EgressProxy {
             body: OutboundBody::Streamed,
             response_headers: Vec::new(),
             translate_errors: false,
+            answer: None,
         };
         self.send(session, ctx, outbound).await
     }
@@ -556,6 +560,7 @@ impl EgressProxy {
             body,
             response_headers: vec![id_header],
             rerouted: false,
+            answer: None,
         })
     }
 
@@ -707,14 +712,15 @@ impl EgressProxy {
             )));
         }
         let json = serde_json::from_slice::<serde_json::Value>(body).ok();
-        let plan = route::plan(
-            target,
-            call.input.destination.api.as_deref(),
-            call.parsed.operation,
-            json.as_ref(),
-            route.model.as_deref(),
-        )
-        .map_err(route_refused)?;
+        let req = session.req_header();
+        let routed = route::Call {
+            api: call.input.destination.api.as_deref(),
+            operation: call.parsed.operation,
+            method: req.method.as_str(),
+            path: request_path(req),
+            body: json.as_ref(),
+        };
+        let plan = route::plan(target, &routed, route.model.as_deref()).map_err(route_refused)?;
         let key = match &target.key {
             Some(key) => Some(key.read().map_err(|why| {
                 route_refused(RouteError::Key {
@@ -745,6 +751,9 @@ impl EgressProxy {
                 remove: &decision.remove_headers,
             },
         )?;
+        let answer = plan
+            .answer
+            .translator(plan.target_model.as_deref().unwrap_or_default());
         let mut response_headers = vec![("x-ecluse-route", target.name.clone())];
         if let Some(original) = plan.original_model {
             response_headers.push(("x-ecluse-original-model", original));
@@ -757,6 +766,7 @@ impl EgressProxy {
             body,
             response_headers,
             rerouted: true,
+            answer,
         })
     }
 
@@ -794,6 +804,7 @@ impl EgressProxy {
             body: OutboundBody::Buffered(delivery.body),
             response_headers: delivery.response_headers,
             translate_errors: delivery.rerouted,
+            answer: delivery.answer,
         };
         let result = self.send(session, ctx, outbound).await;
         match &result {

@@ -80,6 +80,7 @@ pub fn build(client: &RequestHeader, spec: &Spec<'_>) -> Result<RequestHeader, P
             || (rerouted
                 && (is_credential_header(lower)
                     || is_classification(lower)
+                    || is_source_provider_header(lower)
                     || lower == "accept-encoding"))
             || (inspected && is_classification(lower) && !signed.contains(lower));
         // A coded body is forwarded coded; only a reroute re-serialises it.
@@ -128,6 +129,15 @@ pub fn build(client: &RequestHeader, spec: &Spec<'_>) -> Result<RequestHeader, P
         }
     }
     Ok(out)
+}
+
+/// Headers addressed to the provider the app called (API versions, betas,
+/// account and project ids): meaningless to a target, and some identify the
+/// app's account elsewhere.
+fn is_source_provider_header(name: &str) -> bool {
+    ["anthropic-", "openai-", "x-goog-", "x-amz-", "x-amzn-"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 fn is_classification(name: &str) -> bool {
@@ -249,6 +259,8 @@ mod tests {
             ("x-data-classification", "internal"),
             ("x-data-retention", "30d"),
             ("x-app", "billing"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-amz-date", "20261206T000000Z"),
         ]
         .iter()
         .chain(extra)
@@ -352,11 +364,17 @@ mod tests {
                 );
                 if kind == "reroute" {
                     assert_eq!(header(&out, "openai-organization"), None);
+                    assert_eq!(header(&out, "anthropic-version"), None);
+                    assert_eq!(header(&out, "x-amz-date"), None);
                     assert_eq!(header(&out, "x-target").as_deref(), Some("t"));
                 } else {
                     assert_eq!(
                         header(&out, "openai-organization").as_deref(),
                         Some("org-client")
+                    );
+                    assert_eq!(
+                        header(&out, "anthropic-version").as_deref(),
+                        Some("2023-06-01")
                     );
                 }
             }

@@ -7,7 +7,7 @@
 //! whatever pieces they arrive, returning the bytes to send to the client.
 
 /// Rewrites a target's answer body for the caller's API.
-pub trait AnswerTranslator: Send {
+pub trait AnswerTranslator: Send + Sync {
     /// The `Content-Type` of the rewritten answer.
     fn content_type(&self) -> &'static str;
     /// Bytes of the target's body in, bytes for the client out (possibly

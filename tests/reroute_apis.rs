@@ -1,0 +1,457 @@
+//! Reroutes of the APIs apps use besides chat completions, end to end with
+//! the official SDKs through HTTPS_PROXY: OpenAI's Responses API
+//! (`openai`) and Anthropic's Messages API (`anthropic`), with personal data,
+//! answered by a mock Mistral that speaks only chat completions (JSON and
+//! SSE, tool calls included), and translated back into each API.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const MISTRAL_KEY: &str = "mistral-test-key-91c2";
+const CLIENT_KEY: &str = "sk-client-canary-7730";
+
+/// Fields Mistral's chat endpoint accepts; anything else is a 422 there.
+const MISTRAL_CHAT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stream",
+    "stop",
+    "random_seed",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "prediction",
+    "parallel_tool_calls",
+    "safe_prompt",
+    "prompt_mode",
+];
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
+    json!({"id": "m-s1", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    .to_string()
+}
+
+/// A chat-completions-only target: a tool call when tools are offered,
+/// text otherwise; JSON or SSE as asked.
+fn mistral_handler() -> Handler {
+    Arc::new(|req: &Recorded| {
+        if req.header("authorization") != Some(&format!("Bearer {MISTRAL_KEY}")) {
+            return MockResponse::json(401, json!({"message": "Unauthorized"}));
+        }
+        if (req.method.as_str(), req.path.as_str()) != ("POST", "/v1/chat/completions") {
+            return MockResponse::json(404, json!({"detail": "Not Found"}));
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+            return MockResponse::json(400, json!({"message": "not JSON"}));
+        };
+        for key in body.as_object().map(|o| o.keys()).into_iter().flatten() {
+            if !MISTRAL_CHAT_FIELDS.contains(&key.as_str()) {
+                return MockResponse::json(
+                    422,
+                    json!({"object": "error", "message": {"detail": [{"type": "extra_forbidden", "loc": ["body", key], "msg": "Extra inputs are not permitted"}]}, "type": "invalid_request_error"}),
+                );
+            }
+        }
+        for m in body["messages"].as_array().into_iter().flatten() {
+            let role = m["role"].as_str().unwrap_or_default();
+            if !["system", "user", "assistant", "tool"].contains(&role) {
+                return MockResponse::json(
+                    422,
+                    json!({"object": "error", "message": format!("role {role} is not accepted")}),
+                );
+            }
+        }
+        let model = body["model"].as_str().unwrap_or_default().to_string();
+        let tools = body.get("tools").is_some();
+        if body["stream"] == true {
+            let mut events = if tools {
+                vec![
+                    chunk(
+                        &model,
+                        json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                        None,
+                    ),
+                    chunk(
+                        &model,
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}),
+                        None,
+                    ),
+                    chunk(
+                        &model,
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                        None,
+                    ),
+                    chunk(&model, json!({}), Some("tool_calls")),
+                ]
+            } else {
+                let mut words = vec![chunk(
+                    &model,
+                    json!({"role": "assistant", "content": ""}),
+                    None,
+                )];
+                words.extend(
+                    ["Bonjour", " depuis", " Paris"]
+                        .iter()
+                        .map(|w| chunk(&model, json!({"content": w}), None)),
+                );
+                words.push(chunk(&model, json!({}), Some("stop")));
+                words
+            };
+            events.push(
+                json!({"id": "m-s1", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
+                       "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}})
+                .to_string(),
+            );
+            events.push("[DONE]".into());
+            return MockResponse::Sse {
+                events,
+                gap: Duration::from_millis(5),
+            };
+        }
+        let (message, finish) = if tools {
+            (
+                json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}),
+                "tool_calls",
+            )
+        } else {
+            (
+                json!({"role": "assistant", "content": "Bonjour depuis Paris"}),
+                "stop",
+            )
+        };
+        MockResponse::json(
+            200,
+            json!({
+                "id": "m-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+            }),
+        )
+    })
+}
+
+struct World {
+    _pki: TestPki,
+    openai: MockUpstream,
+    anthropic: MockUpstream,
+    mistral: MockUpstream,
+    proxy: Proxy,
+    bundle: std::path::PathBuf,
+}
+
+async fn world() -> World {
+    let pki = TestPki::new();
+    let openai = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        openai_handler(),
+    )
+    .await;
+    let anthropic = MockUpstream::start(
+        Some(pki.server_config(&["api.anthropic.com"])),
+        Arc::new(|_: &Recorded| MockResponse::json(500, json!({"reached": "anthropic"}))),
+    )
+    .await;
+    let mistral = MockUpstream::start(
+        Some(pki.server_config(&["api.eu.mistral.ai"])),
+        mistral_handler(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mistral-key");
+    std::fs::write(&key_file, format!("{MISTRAL_KEY}\n")).unwrap();
+    let yaml = format!(
+        r#"upstream:
+  extra_ca_file: {ca}
+  resolve:
+    "api.openai.com:443": "{openai}"
+    "api.anthropic.com:443": "{anthropic}"
+    "api.eu.mistral.ai:443": "{mistral}"
+targets:
+  mistral:
+    base_url: https://api.eu.mistral.ai/v1
+    api_key_file: {key}
+    models:
+      gpt-4o: mistral-large-latest
+      claude-sonnet-4-5: mistral-medium-latest
+      "*": mistral-small-latest
+"#,
+        ca = pki.ca_path.display(),
+        openai = openai.addr,
+        anthropic = anthropic.addr,
+        mistral = mistral.addr,
+        key = key_file.display(),
+    );
+    let proxy = Proxy::start_in(dir, &yaml);
+    let bundle = proxy.dir.path().join("bundle.pem");
+    let out = Command::new(ecluse_bin())
+        .args(["ca", "bundle", "--config"])
+        .arg(proxy.dir.path().join("ecluse.yaml"))
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    World {
+        _pki: pki,
+        openai,
+        anthropic,
+        mistral,
+        proxy,
+        bundle,
+    }
+}
+
+const SCRIPT: &str = r#"
+import json, sys
+mode, key = sys.argv[1], sys.argv[2]
+headers = {"x-data-classification": "personal"}
+weather_schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+out = {}
+if mode.startswith("responses"):
+    import openai
+    client = openai.OpenAI(api_key=key, max_retries=0, timeout=30, default_headers=headers)
+    try:
+        if mode == "responses":
+            raw = client.responses.with_raw_response.create(model="gpt-4o", instructions="Be brief.",
+                input="Where is Marie Dupont, IBAN FR1420041010050500013M02606?")
+            r = raw.parse()
+            out = {"text": r.output_text, "usage": [r.usage.input_tokens, r.usage.output_tokens],
+                   "route": raw.headers.get("x-ecluse-route")}
+        elif mode == "responses_stream":
+            deltas = []
+            with client.responses.stream(model="gpt-4o", input=[{"role": "developer", "content": "Be brief."},
+                    {"role": "user", "content": "Hello, I am marie.dupont@example.fr"}]) as s:
+                for event in s:
+                    if event.type == "response.output_text.delta":
+                        deltas.append(event.delta)
+                final = s.get_final_response()
+            out = {"deltas": deltas, "text": final.output_text, "usage": final.usage.output_tokens}
+        elif mode == "responses_tools":
+            r = client.responses.create(model="gpt-4o", input="Weather for marie.dupont@example.fr?",
+                tools=[{"type": "function", "name": "get_weather", "parameters": weather_schema}])
+            calls = [i for i in r.output if i.type == "function_call"]
+            out = {"tool": calls[0].name, "arguments": json.loads(calls[0].arguments), "call_id": calls[0].call_id}
+        elif mode == "responses_stateful":
+            client.responses.create(model="gpt-4o", input="And marie.dupont@example.fr?",
+                previous_response_id="resp_abc123")
+    except openai.APIStatusError as e:
+        out = {"status": e.status_code, "message": str(e)}
+else:
+    import anthropic
+    client = anthropic.Anthropic(api_key=key, max_retries=0, timeout=30, default_headers=headers)
+    msgs = [{"role": "user", "content": "Hello, I am marie.dupont@example.fr"}]
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": weather_schema}]
+    try:
+        if mode == "messages":
+            raw = client.messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=100,
+                system="Be brief.", messages=msgs)
+            r = raw.parse()
+            out = {"text": r.content[0].text, "stop": r.stop_reason, "usage": [r.usage.input_tokens, r.usage.output_tokens],
+                   "route": raw.headers.get("x-ecluse-route")}
+        elif mode == "messages_stream":
+            parts = []
+            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=msgs) as s:
+                for text in s.text_stream:
+                    parts.append(text)
+                final = s.get_final_message()
+            out = {"parts": parts, "text": final.content[0].text, "stop": final.stop_reason,
+                   "usage": final.usage.output_tokens}
+        elif mode == "messages_tools":
+            r = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=msgs, tools=tools)
+            use = [b for b in r.content if b.type == "tool_use"][0]
+            out = {"tool": use.name, "input": use.input, "stop": r.stop_reason}
+        elif mode == "messages_tools_stream":
+            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=msgs, tools=tools) as s:
+                final = s.get_final_message()
+            use = [b for b in final.content if b.type == "tool_use"][0]
+            out = {"tool": use.name, "input": use.input, "stop": final.stop_reason}
+        elif mode == "messages_tool_result":
+            r = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, tools=tools, messages=msgs + [
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"}]}])
+            out = {"stop": r.stop_reason}
+    except anthropic.APIStatusError as e:
+        out = {"status": e.status_code, "message": str(e)}
+print(json.dumps(out))
+"#;
+
+fn sdk(w: &World, mode: &str) -> Value {
+    let python = common::python::python();
+    let out = Command::new(python)
+        .args(["-c", SCRIPT, mode, CLIENT_KEY])
+        .env("HTTPS_PROXY", w.proxy.proxy_url())
+        .env("SSL_CERT_FILE", &w.bundle)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{mode}: {stdout}\n{}\n--- ecluse ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        w.proxy.logs()
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{mode}: {e}: {stdout}"))
+}
+
+fn sent_to_mistral(w: &World, n: usize) -> Value {
+    let recorded = w.mistral.recorded();
+    let r = recorded
+        .get(n)
+        .unwrap_or_else(|| panic!("call {n} never reached the target: {}", w.proxy.logs()));
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {MISTRAL_KEY}").as_str())
+    );
+    for leaked in ["x-api-key", "anthropic-version", "x-data-classification"] {
+        assert!(r.header(leaked).is_none(), "{leaked} reached the target");
+    }
+    assert!(!format!("{:?}", r.headers).contains(CLIENT_KEY));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
+    let w = Arc::new(world().await);
+    let run = |mode: &'static str| {
+        let w = w.clone();
+        async move {
+            tokio::task::spawn_blocking(move || sdk(&w, mode))
+                .await
+                .unwrap()
+        }
+    };
+
+    let created = run("responses").await;
+    assert_eq!(created["text"], "Bonjour depuis Paris", "{created}");
+    assert_eq!(created["usage"], json!([12, 4]));
+    assert_eq!(created["route"], "mistral");
+    let sent = sent_to_mistral(&w, 0);
+    assert_eq!(sent["model"], "mistral-large-latest");
+    assert_eq!(sent["messages"][0]["role"], "system");
+
+    let streamed = run("responses_stream").await;
+    assert_eq!(
+        streamed["deltas"],
+        json!(["Bonjour", " depuis", " Paris"]),
+        "{streamed}"
+    );
+    assert_eq!(streamed["text"], "Bonjour depuis Paris");
+    assert_eq!(streamed["usage"], 3);
+    let sent = sent_to_mistral(&w, 1);
+    assert_eq!(sent["stream"], true);
+    // Mistral has no `developer` role.
+    assert_eq!(sent["messages"][0]["role"], "system");
+
+    let tools = run("responses_tools").await;
+    assert_eq!(tools["tool"], "get_weather", "{tools}");
+    assert_eq!(tools["arguments"]["city"], "Paris");
+    assert_eq!(tools["call_id"], "call_w1");
+    assert_eq!(
+        sent_to_mistral(&w, 2)["tools"][0]["function"]["name"],
+        "get_weather"
+    );
+
+    // State kept by OpenAI cannot move: refused, and sent nowhere.
+    let stateful = run("responses_stateful").await;
+    assert_eq!(stateful["status"], 403, "{stateful}");
+    assert!(
+        stateful["message"]
+            .as_str()
+            .unwrap()
+            .contains("previous_response_id"),
+        "{stateful}"
+    );
+    assert_eq!(w.mistral.recorded().len(), 3);
+    assert!(
+        w.openai.recorded().is_empty(),
+        "personal data reached OpenAI"
+    );
+    let logs = w.proxy.logs();
+    assert!(!logs.contains(MISTRAL_KEY) && !logs.contains(CLIENT_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
+    let w = Arc::new(world().await);
+    let run = |mode: &'static str| {
+        let w = w.clone();
+        async move {
+            tokio::task::spawn_blocking(move || sdk(&w, mode))
+                .await
+                .unwrap()
+        }
+    };
+
+    let created = run("messages").await;
+    assert_eq!(created["text"], "Bonjour depuis Paris", "{created}");
+    assert_eq!(created["stop"], "end_turn");
+    assert_eq!(created["usage"], json!([12, 4]));
+    assert_eq!(created["route"], "mistral");
+    let sent = sent_to_mistral(&w, 0);
+    // A Claude model is mapped like any other.
+    assert_eq!(sent["model"], "mistral-medium-latest");
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(sent["max_tokens"], 100);
+
+    let streamed = run("messages_stream").await;
+    assert_eq!(
+        streamed["parts"],
+        json!(["Bonjour", " depuis", " Paris"]),
+        "{streamed}"
+    );
+    assert_eq!(streamed["text"], "Bonjour depuis Paris");
+    assert_eq!(streamed["stop"], "end_turn");
+    assert_eq!(streamed["usage"], 3);
+
+    let tools = run("messages_tools").await;
+    assert_eq!(tools["tool"], "get_weather", "{tools}");
+    assert_eq!(tools["input"], json!({"city": "Paris"}));
+    assert_eq!(tools["stop"], "tool_use");
+
+    let streamed_tools = run("messages_tools_stream").await;
+    assert_eq!(
+        streamed_tools["input"],
+        json!({"city": "Paris"}),
+        "{streamed_tools}"
+    );
+    assert_eq!(streamed_tools["stop"], "tool_use");
+
+    let result = run("messages_tool_result").await;
+    assert!(result.get("stop").is_some(), "{result}");
+    let sent = sent_to_mistral(&w, 4);
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool"], "{sent}");
+    assert_eq!(sent["messages"][2]["tool_call_id"], "toolu_1");
+
+    assert!(
+        w.anthropic.recorded().is_empty(),
+        "personal data reached Anthropic"
+    );
+    let logs = w.proxy.logs();
+    assert!(!logs.contains(MISTRAL_KEY) && !logs.contains(CLIENT_KEY));
+}

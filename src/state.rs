@@ -58,9 +58,9 @@ pub struct Lifecycle {
 
 /// The three parts, built together at start-up and then handed out.
 pub struct Parts {
-    pub gate: Arc<Gate>,
-    pub recorders: Arc<Recorders>,
-    pub lifecycle: Arc<Lifecycle>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) recorders: Arc<Recorders>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 impl Parts {

@@ -8,15 +8,26 @@ use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
-use crate::state::Shared;
+use crate::state::{Gate, Lifecycle, Recorders};
 
 pub struct Admin {
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    recorders: Arc<Recorders>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Admin {
-    pub fn new(shared: Arc<Shared>) -> Admin {
-        Admin { shared }
+    pub fn new(gate: Arc<Gate>, recorders: Arc<Recorders>, lifecycle: Arc<Lifecycle>) -> Admin {
+        Admin {
+            gate,
+            recorders,
+            lifecycle,
+        }
+    }
+
+    /// Ready when a policy revision decides and no SIGTERM was received.
+    fn is_ready(&self) -> bool {
+        self.gate.snapshot.load().is_ready() && !self.lifecycle.is_draining()
     }
 
     async fn route(
@@ -28,25 +39,25 @@ impl Admin {
         match (method.as_str(), path) {
             ("GET", "/healthz") => (StatusCode::OK, text, b"ok\n".to_vec()),
             ("GET", "/readyz") => {
-                if self.shared.is_draining() {
+                if self.lifecycle.is_draining() {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         text,
                         b"draining: shutting down\n".to_vec(),
                     )
-                } else if !self.shared.is_ready() {
+                } else if !self.is_ready() {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         text,
                         b"not ready: no policy revision loaded (see /policy)\n".to_vec(),
                     )
-                } else if let Some(problem) = self.shared.audit.problem() {
+                } else if let Some(problem) = self.recorders.audit.problem() {
                     let body = format!("not ready: {problem}\n");
                     (StatusCode::SERVICE_UNAVAILABLE, text, body.into_bytes())
-                } else if !self.shared.listener_accepts().await {
+                } else if !self.lifecycle.listener_accepts(self.gate.config.listen).await {
                     let body = format!(
                         "not ready: the proxy listener on {} does not accept connections yet\n",
-                        self.shared.config.listen
+                        self.gate.config.listen
                     );
                     (StatusCode::SERVICE_UNAVAILABLE, text, body.into_bytes())
                 } else {
@@ -54,7 +65,7 @@ impl Admin {
                 }
             }
             ("POST", "/policy/reload") => {
-                let Some(handle) = self.shared.reload.get() else {
+                let Some(handle) = self.lifecycle.reload.get() else {
                     return (StatusCode::SERVICE_UNAVAILABLE, text, b"the reloader is not running\n".to_vec());
                 };
                 match handle.reload().await {
@@ -63,7 +74,7 @@ impl Admin {
                             crate::source::status::Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                             _ => StatusCode::OK,
                         };
-                        let body = serde_json::json!({"outcome": outcome, "policy": self.shared.status()});
+                        let body = serde_json::json!({"outcome": outcome, "policy": self.lifecycle.status()});
                         (status, "application/json", serde_json::to_vec_pretty(&body).unwrap_or_default())
                     }
                     None => (StatusCode::SERVICE_UNAVAILABLE, text, b"the reloader stopped\n".to_vec()),
@@ -77,12 +88,12 @@ impl Admin {
             ("GET", "/ca.pem") => (
                 StatusCode::OK,
                 "application/x-pem-file",
-                self.shared.leaves.ca().cert_pem().as_bytes().to_vec(),
+                self.gate.leaves.ca().cert_pem().as_bytes().to_vec(),
             ),
             ("GET", "/policy") => (
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_vec_pretty(&self.shared.status()).unwrap_or_default(),
+                serde_json::to_vec_pretty(&self.lifecycle.status()).unwrap_or_default(),
             ),
             (_, "/healthz" | "/readyz" | "/metrics" | "/ca.pem" | "/policy" | "/policy/reload") => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -101,15 +112,15 @@ impl Admin {
 impl Admin {
     /// The counters plus the policy state, which lives outside `Metrics`.
     fn metrics_text(&self) -> String {
-        let mut text = self.shared.metrics.render();
-        let audit = &self.shared.audit;
+        let mut text = self.recorders.metrics.render();
+        let audit = &self.recorders.audit;
         text.push_str(&format!(
             "# HELP ecluse_audit_queue_depth Audit records waiting to be written\n# TYPE ecluse_audit_queue_depth gauge\necluse_audit_queue_depth {}\n# HELP ecluse_audit_dropped_total Audit records dropped because the queue was full (audit.on_full: drop)\n# TYPE ecluse_audit_dropped_total counter\necluse_audit_dropped_total {}\n# HELP ecluse_audit_write_failing 1 while the audit log cannot be written\n# TYPE ecluse_audit_write_failing gauge\necluse_audit_write_failing {}\n",
             audit.depth(),
             audit.dropped(),
             u8::from(audit.problem().is_some())
         ));
-        let status = self.shared.status();
+        let status = self.lifecycle.status();
         let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
         text.push_str("# HELP ecluse_policy_revision_info The active policy revision\n# TYPE ecluse_policy_revision_info gauge\n");
         text.push_str(&format!(
@@ -121,7 +132,7 @@ impl Admin {
         text.push_str("# HELP ecluse_policy_ready 1 when a policy revision decides calls\n# TYPE ecluse_policy_ready gauge\n");
         text.push_str(&format!(
             "ecluse_policy_ready {}\n",
-            u8::from(self.shared.snapshot.load().is_ready())
+            u8::from(self.gate.snapshot.load().is_ready())
         ));
         text.push_str("# HELP ecluse_policy_last_rejection_timestamp_seconds When the last policy revision was rejected (0: none since the active one)\n# TYPE ecluse_policy_last_rejection_timestamp_seconds gauge\n");
         text.push_str(&format!(

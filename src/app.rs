@@ -22,7 +22,7 @@ use crate::proxy::forward::Forwarder;
 use crate::proxy::EgressProxy;
 use crate::route::targets_from_config;
 use crate::source::{self, Rejection, ReloadHandle, Reloader, Source};
-use crate::state::Shared;
+use crate::state::{Lifecycle, Parts, Recorders};
 use crate::tls::{ca, CaError, CertificateAuthority, LeafCache};
 
 /// Why ecluse cannot start; printed as is, then exit 1.
@@ -92,8 +92,8 @@ pub fn app_bundle(ca: &CertificateAuthority) -> Result<String, String> {
 }
 
 /// Everything that must hold before listening: state dir, CA, policy,
-/// upstream roots. Returns the shared state and the roots file path.
-pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf, Source), StartError> {
+/// upstream roots. Returns the shared parts and the roots file path.
+pub fn prepare(config: Config) -> Result<(Parts, PathBuf, Source), StartError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         StartError::Setup(format!(
             "cannot create state_dir {}: {e}",
@@ -150,7 +150,7 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf, Source), StartEr
     let cache_size = config.ca.leaf_cache_size.unwrap_or(DEFAULT_LEAF_CACHE);
     let leaves = LeafCache::new(Arc::new(ca), cache_size);
     Ok((
-        Shared::new(config, snapshot, leaves, targets, audit, telemetry, status),
+        Parts::new(config, snapshot, leaves, targets, audit, telemetry, status),
         roots_path,
         source,
     ))
@@ -158,8 +158,13 @@ pub fn prepare(config: Config) -> Result<(Arc<Shared>, PathBuf, Source), StartEr
 
 /// Runs until SIGTERM (drain, then exit) or SIGINT (exit now).
 pub fn run(config: Config) -> Result<(), StartError> {
-    let (shared, roots_path, source) = prepare(config)?;
-    let config = &shared.config;
+    let (parts, roots_path, source) = prepare(config)?;
+    let Parts {
+        gate,
+        recorders,
+        lifecycle,
+    } = parts;
+    let config = &gate.config;
 
     let threads = if config.threads == 0 {
         std::thread::available_parallelism()
@@ -188,10 +193,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         conf.upstream_keepalive_pool_size,
         config.timeouts.clone(),
     );
-    let proxy = pingora_proxy::http_proxy(&conf, EgressProxy::new(shared.clone(), forwarder));
+    let proxy = pingora_proxy::http_proxy(
+        &conf,
+        EgressProxy::new(
+            gate.clone(),
+            recorders.clone(),
+            lifecycle.clone(),
+            forwarder,
+        ),
+    );
     let mut front = Service::new(
         "ecluse proxy".to_string(),
-        FrontEnd::new(shared.clone(), proxy),
+        FrontEnd::new(gate.clone(), recorders.clone(), proxy),
     );
     // No L4 read buffer: every reader above the socket (the CONNECT head
     // reader, rustls, pingora's HTTP session, the tunnel relay) buffers on
@@ -201,14 +214,23 @@ pub fn run(config: Config) -> Result<(), StartError> {
         pingora_core::listeners::ListenerConfig::tcp(config.listen.to_string())
             .l4_buffer(pingora_core::listeners::L4BufferSettings::new(0, 1460)),
     );
-    let mut admin = Service::new("ecluse admin".to_string(), Admin::new(shared.clone()));
+    let mut admin = Service::new(
+        "ecluse admin".to_string(),
+        Admin::new(gate.clone(), recorders.clone(), lifecycle.clone()),
+    );
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
     server.add_service(front);
     server.add_service(admin);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(8);
-    let _ = shared.reload.set(ReloadHandle(reload_tx));
-    let reloader = Arc::new(Reloader::new(shared.clone(), source, reload_rx));
+    let _ = lifecycle.reload.set(ReloadHandle(reload_tx));
+    let reloader = Arc::new(Reloader::new(
+        gate.clone(),
+        lifecycle.clone(),
+        recorders.clone(),
+        source,
+        reload_rx,
+    ));
     server.add_service(pingora_core::services::background::background_service(
         "ecluse policy reloader",
         source::ReloadService(reloader),
@@ -220,11 +242,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(Drain {
-            shared: shared.clone(),
+            grace: config.timeouts.shutdown_grace,
+            lifecycle: lifecycle.clone(),
+            recorders: recorders.clone(),
         }),
     });
-    shared.audit.close();
-    shared.telemetry.shutdown();
+    recorders.audit.close();
+    recorders.telemetry.shutdown();
     info!("ecluse stopped");
     Ok(())
 }
@@ -232,7 +256,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
 /// SIGTERM: stop being ready, let in-flight calls and tunnels finish (up to
 /// `timeouts.shutdown_grace`), then shut down. SIGINT: shut down now.
 struct Drain {
-    shared: Arc<Shared>,
+    grace: Duration,
+    lifecycle: Arc<Lifecycle>,
+    recorders: Arc<Recorders>,
 }
 
 #[async_trait]
@@ -253,11 +279,11 @@ impl ShutdownSignalWatch for Drain {
                 return ShutdownSignal::FastShutdown;
             }
         }
-        let grace = self.shared.config.timeouts.shutdown_grace;
+        let grace = self.grace;
         info!("SIGTERM: draining for up to {grace:?}");
-        self.shared.draining.store(true, Ordering::Relaxed);
+        self.lifecycle.draining.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + grace;
-        let metrics = &self.shared.metrics;
+        let metrics = &self.recorders.metrics;
         loop {
             let busy = metrics.requests_active.load(Ordering::Relaxed)
                 + metrics.tunnels_active.load(Ordering::Relaxed);

@@ -156,7 +156,9 @@ struct WriterState {
 }
 
 impl AuditLog {
-    /// Opens `path` for appending, or stdout when `None`.
+    /// Opens `path` for appending, or stdout when `None`, with the default
+    /// queue limits (the tests' shorthand; start-up uses `open_with`).
+    #[cfg(test)]
     pub fn open(path: Option<&Path>) -> std::io::Result<AuditLog> {
         AuditLog::open_with(path, QueueLimits::default())
     }

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::audit::{self, AuditDestination, AuditRecord};
 use crate::classify::DataDoc;
 use crate::policy::input::DestinationDoc;
-use crate::state::Shared;
+use crate::state::{Gate, Recorders};
 use crate::telemetry::{self, CallSpan};
 
 /// Which decision point decided.
@@ -111,7 +111,7 @@ impl<'a> DecisionEvent<'a> {
     /// A connect-stage decision (CONNECT or plain http) about `destination`,
     /// with its input and result; failures are added by the caller.
     pub fn connect(
-        shared: &'a Shared,
+        gate: &'a Gate,
         stage: Stage,
         decision_id: &'a str,
         revision: &'a str,
@@ -125,15 +125,15 @@ impl<'a> DecisionEvent<'a> {
             action: decision.action.as_str(),
             rule: &decision.rule,
             reason: &decision.reason,
-            enforced: shared.enforcing(),
+            enforced: gate.enforcing(),
             destination,
             request: None,
-            workload: shared.source.workload.as_deref(),
-            namespace: shared.source.namespace.as_deref(),
+            workload: gate.source.workload.as_deref(),
+            namespace: gate.source.namespace.as_deref(),
             trace_id: None,
             error: None,
             error_code: None,
-            input: connect_input_json(destination, &shared.source),
+            input: connect_input_json(destination, &gate.source),
             result: raw_json(decision),
         }
     }
@@ -245,19 +245,19 @@ pub enum SpanTarget<'s> {
 }
 
 /// Writes the event to the log, the metric, the audit log and the span.
-pub fn emit(shared: &Shared, event: &DecisionEvent<'_>, span: SpanTarget<'_>) {
+pub fn emit(recorders: &Recorders, event: &DecisionEvent<'_>, span: SpanTarget<'_>) {
     // The line is built only when it will be written: `warn` is common
     // under load.
     if log::log_enabled!(log::Level::Info) {
         log::info!("{}", event.log_line());
     }
-    shared
+    recorders
         .metrics
         .count("ecluse_decisions_total", &event.metric_labels());
     let record = event.audit_record();
-    shared.telemetry.export_audit(&record);
-    shared.audit.record(record);
-    let telemetry = &shared.telemetry;
+    recorders.telemetry.export_audit(&record);
+    recorders.audit.record(record);
+    let telemetry = &recorders.telemetry;
     if !telemetry.enabled() {
         return;
     }

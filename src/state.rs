@@ -1,5 +1,8 @@
-//! What every connection shares: configuration, the active policy snapshot,
-//! the leaf cache, the resolver and the metrics.
+//! What the components share, in three parts, each handed only to the
+//! components that use it: the gate's inputs (configuration, the active
+//! policy, targets, who the workload is, resolver, leaves), the recorders
+//! (metrics, audit log, telemetry) and the lifecycle (policy status, the
+//! reloader's handle, draining, whether the listener is up).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,29 +21,49 @@ use crate::source::status::{PolicyStatus, ReloadHandle};
 use crate::tls::LeafCache;
 use crate::upstream::resolve::Resolver;
 
-pub struct Shared {
-    pub config: Config,
-    pub snapshot: ArcSwap<Snapshot>,
-    pub leaves: LeafCache,
-    pub resolver: Resolver,
-    pub metrics: Metrics,
-    pub source: SourceDoc,
+/// What a decision is made from, and what acting on it needs: the
+/// configuration, the active policy revision, the reroute targets, the
+/// workload's identity, the resolver and the leaf cache.
+pub struct Gate {
+    pub(crate) config: Config,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) leaves: LeafCache,
+    pub(crate) resolver: Resolver,
+    pub(crate) source: SourceDoc,
     /// `source` in regorus's form, built once.
-    pub source_value: regorus::Value,
-    pub targets: BTreeMap<String, Target>,
-    pub audit: AuditLog,
-    pub telemetry: crate::telemetry::Telemetry,
-    pub policy_status: Mutex<PolicyStatus>,
-    /// Set once the reloader runs; `POST /policy/reload` goes through it.
-    pub reload: OnceLock<ReloadHandle>,
-    /// Set on SIGTERM: readiness turns false, connections are not kept alive.
-    pub draining: AtomicBool,
-    /// Set once the proxy listener has accepted a connection: pingora binds
-    /// it on its own thread, after the admin listener may already answer.
-    pub listener_up: AtomicBool,
+    pub(crate) source_value: regorus::Value,
+    pub(crate) targets: BTreeMap<String, Target>,
 }
 
-impl Shared {
+/// Where decisions and calls are written: the counters, the audit log and
+/// the trace exporter.
+pub struct Recorders {
+    pub(crate) metrics: Metrics,
+    pub(crate) audit: AuditLog,
+    pub(crate) telemetry: crate::telemetry::Telemetry,
+}
+
+/// Where the process is in its life: the policy's load history, the
+/// reloader, draining, and whether the proxy listener is up.
+pub struct Lifecycle {
+    policy_status: Mutex<PolicyStatus>,
+    /// Set once the reloader runs; `POST /policy/reload` goes through it.
+    pub(crate) reload: OnceLock<ReloadHandle>,
+    /// Set on SIGTERM: readiness turns false, connections are not kept alive.
+    pub(crate) draining: AtomicBool,
+    /// Set once the proxy listener has accepted a connection: pingora binds
+    /// it on its own thread, after the admin listener may already answer.
+    listener_up: AtomicBool,
+}
+
+/// The three parts, built together at start-up and then handed out.
+pub struct Parts {
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) recorders: Arc<Recorders>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+}
+
+impl Parts {
     pub fn new(
         config: Config,
         snapshot: Snapshot,
@@ -49,7 +72,26 @@ impl Shared {
         audit: AuditLog,
         telemetry: crate::telemetry::Telemetry,
         status: PolicyStatus,
-    ) -> Arc<Shared> {
+    ) -> Parts {
+        Parts {
+            gate: Arc::new(Gate::new(config, snapshot, leaves, targets)),
+            recorders: Arc::new(Recorders {
+                metrics: Metrics::default(),
+                audit,
+                telemetry,
+            }),
+            lifecycle: Arc::new(Lifecycle::new(status)),
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(
+        config: Config,
+        snapshot: Snapshot,
+        leaves: LeafCache,
+        targets: BTreeMap<String, Target>,
+    ) -> Gate {
         let overrides = config
             .upstream
             .resolve
@@ -66,50 +108,20 @@ impl Shared {
             namespace: config.source.namespace.clone(),
         };
         let source_value = crate::policy::rego::to_value(&source).unwrap_or(regorus::Value::Null);
-        Arc::new(Shared {
+        Gate {
             source_value,
             config,
             snapshot: ArcSwap::from_pointee(snapshot),
             leaves,
             resolver,
-            metrics: Metrics::default(),
             source,
             targets,
-            audit,
-            telemetry,
-            policy_status: Mutex::new(status),
-            reload: OnceLock::new(),
-            draining: AtomicBool::new(false),
-            listener_up: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Report mode: decide and record, never enforce.
     pub fn enforcing(&self) -> bool {
         self.config.mode == crate::config::Mode::Enforce
-    }
-
-    /// Ready when a policy revision decides and no SIGTERM was received.
-    pub fn is_ready(&self) -> bool {
-        self.snapshot.load().is_ready() && !self.is_draining()
-    }
-
-    /// Whether the proxy listener accepts connections, probed with one
-    /// connection (closed without a byte, which the front end ignores)
-    /// until the first success.
-    pub async fn listener_accepts(&self) -> bool {
-        if self.listener_up.load(Ordering::Relaxed) {
-            return true;
-        }
-        let up = accepts_connections(self.config.listen).await;
-        if up {
-            self.listener_up.store(true, Ordering::Relaxed);
-        }
-        up
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
     }
 
     /// The ports a destination reached this way may use.
@@ -128,6 +140,46 @@ impl Shared {
         scheme: Scheme,
     ) -> Arc<Destination> {
         snapshot.destination(authority, scheme, self.allowed_ports(scheme))
+    }
+}
+
+impl Lifecycle {
+    pub fn new(status: PolicyStatus) -> Lifecycle {
+        Lifecycle {
+            policy_status: Mutex::new(status),
+            reload: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            listener_up: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the proxy listener on `listen` accepts connections, probed
+    /// with one connection (closed without a byte, which the front end
+    /// ignores) until the first success.
+    pub async fn listener_accepts(&self, listen: std::net::SocketAddr) -> bool {
+        if self.listener_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let up = accepts_connections(listen).await;
+        if up {
+            self.listener_up.store(true, Ordering::Relaxed);
+        }
+        up
+    }
+
+    pub fn status(&self) -> PolicyStatus {
+        self.policy_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut PolicyStatus)) {
+        f(&mut self.policy_status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 

@@ -317,13 +317,7 @@ fn audit_lines(proxy: &Proxy) -> Vec<Value> {
 }
 
 async fn wait_for_audit(proxy: &Proxy, n: usize) -> Vec<Value> {
-    for _ in 0..100 {
-        let lines = audit_lines(proxy);
-        if lines.len() >= n {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async(Duration::from_secs(2), || audit_lines(proxy).len() >= n).await;
     audit_lines(proxy)
 }
 

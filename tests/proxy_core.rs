@@ -964,14 +964,13 @@ async fn sni_differing_from_connect_is_refused() {
     let tcp = s.proxy.connect("api.openai.com:443").await.unwrap();
     let result = tls_connect(tcp, "api.anthropic.com", &[s.proxy.ca_path()], &[]).await;
     assert!(result.is_err(), "handshake for another SNI succeeded");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
+    let logged = wait_until_async(Duration::from_secs(5), || {
         s.proxy
             .logs()
-            .contains("client named \"api.anthropic.com\" in SNI"),
-        "{}",
-        s.proxy.logs()
-    );
+            .contains("client named \"api.anthropic.com\" in SNI")
+    })
+    .await;
+    assert!(logged, "{}", s.proxy.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1073,6 +1072,7 @@ async fn slow_headers_are_cut_at_the_header_timeout() {
             closed = true;
             break;
         }
+        // The trickle is the test's subject: a head slower than the limit.
         tokio::time::sleep(Duration::from_millis(200)).await;
         if started.elapsed() > Duration::from_secs(4) {
             break;
@@ -1121,6 +1121,7 @@ where
             if write.write_all(&[byte]).await.is_err() || write.flush().await.is_err() {
                 return;
             }
+            // The pause between bytes is what the test measures against.
             tokio::time::sleep(gap).await;
         }
     });
@@ -1193,6 +1194,7 @@ async fn a_slow_client_with_whole_heads_keeps_its_connection() {
         tls.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n")
             .await
             .unwrap();
+        // The pauses are the slow client under test.
         tokio::time::sleep(Duration::from_secs(1)).await;
         tls.write_all(
             format!(
@@ -1387,20 +1389,23 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
     )
     .await;
     assert_eq!(resp.status(), 200);
+    // The answer's head is here: the call is in flight when SIGTERM comes.
     let reader = tokio::spawn(body_text(resp));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let admin = proxy.admin;
     let status = tokio::task::spawn_blocking(move || {
         let exit = proxy.terminate(Duration::from_secs(10));
         (exit, proxy)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let ready = tokio::task::spawn_blocking(move || admin_get(admin, "/readyz"))
-        .await
-        .unwrap();
-    if let Some((code, _)) = ready {
-        assert_eq!(code, 503, "still ready while draining");
-    }
+    // Ready until the signal lands, then 503 for the drain; the admin
+    // listener may also be gone already if the drain was that quick.
+    let unready = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(5), || {
+            !matches!(admin_get(admin, "/readyz"), Some((200, _)))
+        })
+    })
+    .await
+    .unwrap();
+    assert!(unready, "still ready while draining");
     let text = reader.await.unwrap();
     assert!(text.contains("{\"n\":7}"), "stream cut short: {text}");
     let (exit, proxy) = status.await.unwrap();

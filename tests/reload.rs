@@ -487,12 +487,21 @@ async fn fifty_swaps_under_load_fail_no_call() {
         total += statuses.len();
     }
     assert!(total >= 50, "only {total} calls during the swaps");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let lines: Vec<Value> = std::fs::read_to_string(env.proxy.dir.path().join("audit.log"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The audit writer runs behind the answers: wait for every record.
+    let audit_log = env.proxy.dir.path().join("audit.log");
+    let read_audit = || -> Vec<Value> {
+        std::fs::read_to_string(&audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let request_count = |lines: &[Value]| lines.iter().filter(|l| l["stage"] == "request").count();
+    wait_until_async(Duration::from_secs(10), || {
+        request_count(&read_audit()) >= total
+    })
+    .await;
+    let lines = read_audit();
     let requests: Vec<&Value> = lines.iter().filter(|l| l["stage"] == "request").collect();
     assert_eq!(requests.len(), total);
     for r in requests {

@@ -33,7 +33,7 @@ use crate::policy::verdict::connect_verdict;
 use crate::policy::ConnectAction;
 use crate::proxy::EgressProxy;
 use crate::reply::ProxyError;
-use crate::state::Shared;
+use crate::state::{Gate, Recorders};
 pub use crate::tunnel::TunnelTarget;
 use crate::upstream::resolve::Resolved;
 use connect::{parse_head, Head};
@@ -45,16 +45,22 @@ enum Plan {
 }
 
 pub struct FrontEnd {
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    recorders: Arc<Recorders>,
     http: Arc<HttpProxy<EgressProxy>>,
 }
 
 const CONNECT_ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 
 impl FrontEnd {
-    pub fn new(shared: Arc<Shared>, http: HttpProxy<EgressProxy>) -> FrontEnd {
+    pub fn new(
+        gate: Arc<Gate>,
+        recorders: Arc<Recorders>,
+        http: HttpProxy<EgressProxy>,
+    ) -> FrontEnd {
         FrontEnd {
-            shared,
+            gate,
+            recorders,
             http: Arc::new(http),
         }
     }
@@ -62,25 +68,25 @@ impl FrontEnd {
     /// Decides a CONNECT, records the decision, and prepares what it asks
     /// for (resolution, upstream connection, leaf); nothing is written yet.
     async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
-        self.shared
+        self.recorders
             .audit
             .room()
             .await
             .map_err(ProxyError::Unavailable)?;
-        let snapshot = self.shared.snapshot.load_full();
-        let destination = self.shared.destination(&snapshot, authority, Scheme::Https);
-        let decision = snapshot.decide_connect_at(&destination, &self.shared.source_value);
+        let snapshot = self.gate.snapshot.load_full();
+        let destination = self.gate.destination(&snapshot, authority, Scheme::Https);
+        let decision = snapshot.decide_connect_at(&destination, &self.gate.source_value);
         let destination = &destination.doc;
         let decision_id = new_decision_id();
         let registered = destination.provider.is_some();
-        let plan = match connect_verdict(decision.action, self.shared.config.mode, registered) {
+        let plan = match connect_verdict(decision.action, self.gate.config.mode, registered) {
             ConnectAction::Deny => Err(ProxyError::Denied {
                 reason: decision.reason.clone(),
                 rule: decision.rule.clone(),
                 status: 403,
                 decision_id: Some(decision_id.clone()),
             }),
-            ConnectAction::Tunnel => match self.shared.resolver.resolve(authority).await {
+            ConnectAction::Tunnel => match self.gate.resolver.resolve(authority).await {
                 Ok(resolved) => self.dial(authority, resolved).await.map(Plan::Tunnel),
                 Err(e) => Err(e.into()),
             },
@@ -93,7 +99,7 @@ impl FrontEnd {
             .err()
             .filter(|e| !matches!(e, ProxyError::Denied { .. }));
         let mut record = DecisionEvent::connect(
-            &self.shared,
+            &self.gate,
             Stage::Connect,
             &decision_id,
             &snapshot.revision,
@@ -102,14 +108,14 @@ impl FrontEnd {
         );
         record.error = failure.map(|e| e.to_string());
         record.error_code = plan.as_ref().err().map(|e| e.code());
-        event::emit(&self.shared, &record, event::SpanTarget::Connect);
+        event::emit(&self.recorders, &record, event::SpanTarget::Connect);
         plan
     }
 
     async fn prepare_intercept(&self, authority: &Authority) -> Result<Plan, ProxyError> {
-        let resolved = self.shared.resolver.resolve(authority).await?;
+        let resolved = self.gate.resolver.resolve(authority).await?;
         let host_config = self
-            .shared
+            .gate
             .leaves
             .server_config(&authority.host)
             .await
@@ -118,7 +124,7 @@ impl FrontEnd {
             TunnelTarget {
                 authority: authority.clone(),
                 resolved,
-                head_clock: Arc::new(HeadClock::new(self.shared.config.timeouts.header_read)),
+                head_clock: Arc::new(HeadClock::new(self.gate.config.timeouts.header_read)),
             },
             host_config,
         ))
@@ -129,7 +135,7 @@ impl FrontEnd {
         authority: &Authority,
         resolved: Resolved,
     ) -> Result<TcpStream, ProxyError> {
-        let timeout = self.shared.config.timeouts.upstream_connect;
+        let timeout = self.gate.config.timeouts.upstream_connect;
         match tokio::time::timeout(timeout, TcpStream::connect(resolved.addr)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 host: authority.to_string(),
@@ -160,8 +166,8 @@ impl FrontEnd {
         if !early.is_empty() && upstream.write_all(&early).await.is_err() {
             return;
         }
-        let _active = track(&self.shared.metrics.tunnels_active);
-        let idle = self.shared.config.timeouts.tunnel_idle;
+        let _active = track(&self.recorders.metrics.tunnels_active);
+        let idle = self.gate.config.timeouts.tunnel_idle;
         let (up, down) = relay(client, upstream, idle).await;
         debug!("tunnel {authority} closed: {up} bytes up, {down} bytes down");
     }
@@ -174,7 +180,7 @@ impl FrontEnd {
         early: BytesMut,
         shutdown: &ShutdownWatch,
     ) {
-        let metrics = &self.shared.metrics;
+        let metrics = &self.recorders.metrics;
         // The TLS acceptor needs the concrete TCP stream; a client that sent
         // its ClientHello before reading our 200 gets those bytes replayed.
         let Some(mut stream) = into_l4(stream) else {
@@ -193,7 +199,7 @@ impl FrontEnd {
         ));
         let (config, witness) = crate::tls::connection_config(host_config);
         let acceptor = Acceptor::from_server_config(config);
-        let handshake_timeout = self.shared.config.timeouts.tls_handshake;
+        let handshake_timeout = self.gate.config.timeouts.tls_handshake;
         drop(early);
         let handshake = Box::pin(acceptor.tls_handshake(stream));
         let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
@@ -241,22 +247,22 @@ impl ServerApp for FrontEnd {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let metrics = &self.shared.metrics;
+        let metrics = &self.recorders.metrics;
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         let _active = track(&metrics.connections_active);
-        let limit = self.shared.config.limits.max_connections;
+        let limit = self.gate.config.limits.max_connections;
         if metrics.connections_active.load(Ordering::Relaxed) > limit as i64 {
             metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
             warn!("refused a client connection: at the limit of {limit} concurrent connections");
             reply(&mut stream, &ProxyError::Overloaded { limit }).await;
             return None;
         }
-        let limits = &self.shared.config.limits;
+        let limits = &self.gate.config.limits;
         // The steps before the connection settles are boxed: a future is as
         // large as its largest step, and this one stays allocated for the
         // whole life of every (mostly idle) connection.
         let read = tokio::time::timeout(
-            self.shared.config.timeouts.header_read,
+            self.gate.config.timeouts.header_read,
             Box::pin(read_head(
                 &mut stream,
                 limits.max_header_bytes,
@@ -266,7 +272,7 @@ impl ServerApp for FrontEnd {
         .await;
         let (head, mut buf) = match read {
             Err(_) => {
-                let e = ProxyError::ClientTimeout(self.shared.config.timeouts.header_read);
+                let e = ProxyError::ClientTimeout(self.gate.config.timeouts.header_read);
                 debug!("closing a client connection: {e}");
                 reply(&mut stream, &e).await;
                 return None;

@@ -32,7 +32,7 @@ use crate::redact;
 use crate::reply::ProxyError;
 use crate::route::answer::AnswerTranslator;
 use crate::route::{self, RouteError};
-use crate::state::Shared;
+use crate::state::{Gate, Lifecycle, Recorders};
 use crate::telemetry::{self, CallSpan};
 use crate::tunnel::TunnelTarget;
 use crate::upstream::resolve::Resolved;
@@ -49,7 +49,10 @@ const CUT_SHORT: ErrorType = ErrorType::new("AnswerCutShort");
 const MAX_TRANSLATED_JSON_VALUES: u64 = 500_000;
 
 pub struct EgressProxy {
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    recorders: Arc<Recorders>,
+    /// For draining only: a draining proxy keeps no connection alive.
+    lifecycle: Arc<Lifecycle>,
     forwarder: Forwarder,
 }
 
@@ -159,21 +162,31 @@ struct Delivery {
 }
 
 impl EgressProxy {
-    pub fn new(shared: Arc<Shared>, forwarder: Forwarder) -> EgressProxy {
-        EgressProxy { shared, forwarder }
+    pub fn new(
+        gate: Arc<Gate>,
+        recorders: Arc<Recorders>,
+        lifecycle: Arc<Lifecycle>,
+        forwarder: Forwarder,
+    ) -> EgressProxy {
+        EgressProxy {
+            gate,
+            recorders,
+            lifecycle,
+            forwarder,
+        }
     }
 
     /// The request path: admit -> (pass | read -> describe -> decide ->
     /// record -> act) -> deliver. Each stage is one function below.
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), ProxyError> {
         // No decision without its record: wait for room in the audit queue.
-        self.shared
+        self.recorders
             .audit
             .room()
             .await
             .map_err(ProxyError::Unavailable)?;
         // One snapshot for the whole request: one revision decides it.
-        let snapshot = self.shared.snapshot.load_full();
+        let snapshot = self.gate.snapshot.load_full();
         let admitted = self.admit(session, &snapshot).await?;
         ctx.destination = Some(admitted.authority.clone());
         if !admitted.inspect {
@@ -187,7 +200,7 @@ impl EgressProxy {
         if let (Err(e), true) = (&declared, expects_continue(session.req_header())) {
             return Err(e.clone());
         }
-        let config = &self.shared.config;
+        let config = &self.gate.config;
         let body = read_body(
             session,
             config.limits.max_request_body,
@@ -216,7 +229,7 @@ impl EgressProxy {
     /// Head checks, the destination (the tunnel's, or the absolute-form
     /// URL's after its connect decision), upgrades refused, the address.
     async fn admit(&self, session: &Session, snapshot: &Snapshot) -> Result<Admitted, ProxyError> {
-        let limits = &self.shared.config.limits;
+        let limits = &self.gate.config.limits;
         let req = session.req_header();
         let raw_head = session
             .downstream_session
@@ -245,7 +258,7 @@ impl EgressProxy {
         checks::check_no_upgrade(req)?;
         let resolved = match pinned {
             Some(r) => r,
-            None => self.shared.resolver.resolve(&authority).await?,
+            None => self.gate.resolver.resolve(&authority).await?,
         };
         Ok(Admitted {
             authority,
@@ -299,10 +312,10 @@ impl EgressProxy {
         body: &Bytes,
     ) -> Result<Described, ProxyError> {
         let destination = self
-            .shared
+            .gate
             .destination(snapshot, &admitted.authority, admitted.scheme);
         let headers = &req.headers;
-        let limits = &self.shared.config.limits;
+        let limits = &self.gate.config.limits;
         let read = classify::body::read_request(
             headers
                 .get_all(http::header::CONTENT_ENCODING)
@@ -345,7 +358,7 @@ impl EgressProxy {
             destination.doc.clone(),
             request,
             data,
-            self.shared.source.clone(),
+            self.gate.source.clone(),
         );
         Ok(Described {
             parsed,
@@ -358,14 +371,14 @@ impl EgressProxy {
     /// Evaluates the egress policy under its own span.
     fn decide(&self, ctx: &RequestCtx, snapshot: &Snapshot, call: &Described) -> Decision {
         let policy_span =
-            self.shared
+            self.recorders
                 .telemetry
                 .child(&ctx.span, "ecluse.policy", SpanKind::Internal);
         let decision = snapshot.decide_request_at(
             &call.destination,
             &call.input.request,
             &call.input.data,
-            &self.shared.source_value,
+            &self.gate.source_value,
         );
         policy_span.set(vec![
             KeyValue::new("ecluse.rule", decision.rule.clone()),
@@ -403,7 +416,7 @@ impl EgressProxy {
             action: decided_action(decision),
             rule: &decision.rule,
             reason: &decision.reason,
-            enforced: self.shared.enforcing(),
+            enforced: self.gate.enforcing(),
             destination: &call.input.destination,
             request: Some(RequestFacts {
                 method: &request.method,
@@ -413,15 +426,15 @@ impl EgressProxy {
                 data: &call.input.data,
                 route: decision.route.as_ref().map(|r| r.target.as_str()),
             }),
-            workload: self.shared.source.workload.as_deref(),
-            namespace: self.shared.source.namespace.as_deref(),
+            workload: self.gate.source.workload.as_deref(),
+            namespace: self.gate.source.namespace.as_deref(),
             trace_id: ctx.trace_id.clone(),
             error: None,
             error_code: None,
             input: event::raw_json(&call.input),
             result: event::raw_json(decision),
         };
-        event::emit(&self.shared, &event, SpanTarget::Call(&ctx.span));
+        event::emit(&self.recorders, &event, SpanTarget::Call(&ctx.span));
         ctx.decision_id = Some(decision_id.to_string());
     }
 
@@ -443,8 +456,8 @@ impl EgressProxy {
             (None, Some(t)) => (t.authority.clone(), Scheme::Https),
             (None, None) => return,
         };
-        let snapshot = self.shared.snapshot.load();
-        let destination = self.shared.destination(&snapshot, &authority, scheme);
+        let snapshot = self.gate.snapshot.load();
+        let destination = self.gate.destination(&snapshot, &authority, scheme);
         let req = session.req_header();
         let path = redact::mask_query(request_path(req));
         let data = DataDoc::default();
@@ -459,7 +472,7 @@ impl EgressProxy {
             SpanTarget::Call(&ctx.span)
         };
         event::emit(
-            &self.shared,
+            &self.recorders,
             &DecisionEvent {
                 stage: Stage::Request,
                 decision_id: &decision_id,
@@ -477,8 +490,8 @@ impl EgressProxy {
                     data: &data,
                     route: None,
                 }),
-                workload: self.shared.source.workload.as_deref(),
-                namespace: self.shared.source.namespace.as_deref(),
+                workload: self.gate.source.workload.as_deref(),
+                namespace: self.gate.source.namespace.as_deref(),
                 trace_id: ctx.trace_id.clone(),
                 error: None,
                 error_code: None,
@@ -504,7 +517,7 @@ impl EgressProxy {
         decision_id: String,
     ) -> Result<Delivery, ProxyError> {
         let id_header = ("x-ecluse-decision-id", decision_id.clone());
-        let (add, remove, action) = match request_verdict(decision, self.shared.config.mode) {
+        let (add, remove, action) = match request_verdict(decision, self.gate.config.mode) {
             RequestVerdict::Refuse => {
                 ctx.action = CallAction::Deny;
                 ctx.error_type = Some("policy_denied");
@@ -567,14 +580,14 @@ impl EgressProxy {
     /// The connect-stage decision for an absolute-form plain-HTTP request;
     /// true when the request is to be inspected.
     fn decide_plain(&self, snapshot: &Snapshot, authority: &Authority) -> Result<bool, ProxyError> {
-        let cached = self.shared.destination(snapshot, authority, Scheme::Http);
-        let decision = snapshot.decide_connect_at(&cached, &self.shared.source_value);
+        let cached = self.gate.destination(snapshot, authority, Scheme::Http);
+        let decision = snapshot.decide_connect_at(&cached, &self.gate.source_value);
         let destination = &cached.doc;
         let decision_id = audit::new_decision_id();
         event::emit(
-            &self.shared,
+            &self.recorders,
             &DecisionEvent::connect(
-                &self.shared,
+                &self.gate,
                 Stage::Plain,
                 &decision_id,
                 &snapshot.revision,
@@ -584,7 +597,7 @@ impl EgressProxy {
             SpanTarget::Connect,
         );
         let registered = destination.provider.is_some();
-        match connect_verdict(decision.action, self.shared.config.mode, registered) {
+        match connect_verdict(decision.action, self.gate.config.mode, registered) {
             ConnectAction::Deny => Err(ProxyError::Denied {
                 reason: decision.reason,
                 rule: decision.rule,
@@ -613,7 +626,7 @@ impl EgressProxy {
             server_address: destination.host.clone(),
             server_port: destination.port,
         });
-        if !self.shared.telemetry.enabled() {
+        if !self.recorders.telemetry.enabled() {
             return;
         }
         let name = match &call.model {
@@ -628,7 +641,7 @@ impl EgressProxy {
         if let Some(top) = &call.top {
             attributes.extend(telemetry::request_parameters(top));
         }
-        if self.shared.telemetry.capture_content && json_values <= MAX_TRANSLATED_JSON_VALUES {
+        if self.recorders.telemetry.capture_content && json_values <= MAX_TRANSLATED_JSON_VALUES {
             // Opt-in: only here is the whole body parsed into a document.
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
                 if let Some(messages) = json
@@ -698,7 +711,7 @@ impl EgressProxy {
             },
         };
         let target = self
-            .shared
+            .gate
             .targets
             .get(&route.target)
             .ok_or_else(|| route_refused(RouteError::UnknownTarget(route.target.clone())))?;
@@ -731,7 +744,7 @@ impl EgressProxy {
             None => None,
         };
         let resolved = self
-            .shared
+            .gate
             .resolver
             .resolve_target(&target.url.authority)
             .await?;
@@ -776,7 +789,7 @@ impl EgressProxy {
         ctx: &mut RequestCtx,
         delivery: Delivery,
     ) -> Result<(), ProxyError> {
-        let tel = &self.shared.telemetry;
+        let tel = &self.recorders.telemetry;
         let upstream_span = tel.child(&ctx.span, "ecluse.upstream", SpanKind::Client);
         let mut header = delivery.header;
         if let Some(traceparent) = &ctx.traceparent {
@@ -828,10 +841,10 @@ impl EgressProxy {
         ctx: &mut RequestCtx,
         outbound: Outbound<'_>,
     ) -> Result<(), ProxyError> {
-        if self.shared.is_draining() {
+        if self.lifecycle.is_draining() {
             session.set_keepalive(None);
         }
-        let capture = self.shared.telemetry.capture_content;
+        let capture = self.recorders.telemetry.capture_content;
         let authority = outbound.authority;
         let forwarded = self.forwarder.forward(session, outbound, capture).await?;
         ctx.status = forwarded.status;
@@ -857,7 +870,7 @@ impl EgressProxy {
                     "ecluse.upstream_truncated",
                     &reason,
                 );
-                self.shared
+                self.recorders
                     .metrics
                     .upstream_truncated
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -891,7 +904,7 @@ impl EgressProxy {
                 self.record_outcome(session, ctx, "refuse", &rule, &other.to_string());
             }
         }
-        self.shared
+        self.recorders
             .metrics
             .count("ecluse_errors_total", &[("code", error.code())]);
         if matches!(
@@ -901,7 +914,7 @@ impl EgressProxy {
                 | ProxyError::UpstreamTimeout { .. }
                 | ProxyError::Unresolvable(_)
         ) {
-            self.shared
+            self.recorders
                 .metrics
                 .count("ecluse_upstream_errors_total", &[("kind", error.code())]);
         }
@@ -1078,7 +1091,7 @@ impl EgressProxy {
     fn finish_call(&self, ctx: &mut RequestCtx) {
         let usage = &ctx.usage;
         if let Some(facts) = &ctx.genai {
-            let metrics = &self.shared.metrics;
+            let metrics = &self.recorders.metrics;
             let request_model = facts.request_model.as_deref().unwrap_or("");
             let response_model = usage.response_model.as_deref().unwrap_or("");
             let error_type = ctx.error_type.unwrap_or("");
@@ -1108,7 +1121,7 @@ impl EgressProxy {
                     .time_to_first_chunk
                     .observe(&base, ttft.as_secs_f64());
             }
-            if self.shared.telemetry.enabled() {
+            if self.recorders.telemetry.enabled() {
                 let mut attributes = vec![
                     KeyValue::new("gen_ai.provider.name", facts.provider),
                     KeyValue::new("server.address", facts.server_address.clone()),
@@ -1198,10 +1211,10 @@ impl ProxyHttp for EgressProxy {
         if let Some(clock) = head_clock(session) {
             clock.head_complete();
         }
-        let timeouts = &self.shared.config.timeouts;
+        let timeouts = &self.gate.config.timeouts;
         session.set_read_timeout(Some(timeouts.header_read));
         let idle = timeouts.keepalive_idle.as_secs();
-        if idle > 0 && !self.shared.is_draining() {
+        if idle > 0 && !self.lifecycle.is_draining() {
             session.set_keepalive(Some(idle));
         }
         Ok(())
@@ -1212,8 +1225,8 @@ impl ProxyHttp for EgressProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<bool> {
-        let _in_flight = crate::metrics::track(&self.shared.metrics.requests_active);
-        let telemetry = &self.shared.telemetry;
+        let _in_flight = crate::metrics::track(&self.recorders.metrics.requests_active);
+        let telemetry = &self.recorders.telemetry;
         let parent = telemetry.extract(&session.req_header().headers);
         ctx.span = telemetry.start_call(&parent);
         ctx.trace_id = ctx.span.trace_id();
@@ -1268,7 +1281,7 @@ impl ProxyHttp for EgressProxy {
         } else {
             ctx.status
         };
-        self.shared.metrics.request(ctx.action.as_str(), status);
+        self.recorders.metrics.request(ctx.action.as_str(), status);
         self.finish_call(ctx);
         let level = if status >= 500 {
             log::Level::Warn

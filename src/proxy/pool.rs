@@ -167,6 +167,22 @@ mod tests {
         (stream, accepted.unwrap().0)
     }
 
+    /// Takes `upstream`'s connection until the pool refuses it, parking back
+    /// any it still hands out: what the upstream did reaches the socket, and
+    /// tokio's view of it, a moment later. Whether the pool refused within
+    /// five seconds.
+    async fn refused_once_seen(pool: &UpstreamPool, upstream: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(stream) = pool.take(upstream) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            pool.park(upstream, stream);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     #[tokio::test]
     async fn hands_back_the_warmest_connection_for_the_same_upstream_only() {
         let pool = UpstreamPool::new(8, Duration::from_secs(60));
@@ -190,7 +206,7 @@ mod tests {
         pool.park(7, stream);
         drop(upstream_side);
         // The FIN arrives asynchronously; the check must see it once it has.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(refused_once_seen(&pool, 7).await);
         assert!(pool.take(7).is_none());
         assert_eq!(pool.idle_count(), 0);
     }
@@ -204,7 +220,7 @@ mod tests {
             .write_all(b"HTTP/1.1 200 OK\r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(refused_once_seen(&pool, 7).await);
         assert!(pool.take(7).is_none());
         drop(upstream_side);
     }
@@ -216,6 +232,7 @@ mod tests {
         let (b, _keep_b) = pair().await;
         pool.park(1, a);
         pool.park(2, b);
+        // Outliving the idle timeout is the test's subject.
         tokio::time::sleep(Duration::from_millis(40)).await;
         assert!(pool.take(1).is_none());
         assert_eq!(pool.idle_count(), 1);
@@ -231,9 +248,19 @@ mod tests {
         pool.park(1, live);
         pool.park(1, closed);
         drop(upstream_side);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        pool.sweep();
-        assert_eq!(pool.idle_count(), 1);
+        // The FIN reaches the socket a moment later: sweep until it has
+        // been seen; the live connection must survive every sweep.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            pool.sweep();
+            let idle = pool.idle_count();
+            assert!(idle >= 1, "a sweep dropped the live connection");
+            if idle == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the closed connection was kept");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(pool.take(1).is_some());
     }
 

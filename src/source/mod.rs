@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::policy::load::{self, Context, LoadError, PolicyFiles};
 use crate::policy::Snapshot;
 use crate::route::Target;
-use crate::state::Shared;
+use crate::state::{Gate, Lifecycle, Recorders};
 use git::{GitError, GitSource};
 pub use status::{Outcome, PolicyStatus, Rejection, ReloadHandle, ReloadRequest};
 
@@ -84,7 +84,9 @@ pub fn unix_now() -> u64 {
 }
 
 pub struct Reloader {
-    shared: Arc<Shared>,
+    gate: Arc<Gate>,
+    lifecycle: Arc<Lifecycle>,
+    recorders: Arc<Recorders>,
     source: Source,
     requests: tokio::sync::Mutex<mpsc::Receiver<ReloadRequest>>,
     /// Serialises reloads (poll and POST /policy/reload).
@@ -93,12 +95,16 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(
-        shared: Arc<Shared>,
+        gate: Arc<Gate>,
+        lifecycle: Arc<Lifecycle>,
+        recorders: Arc<Recorders>,
         source: Source,
         requests: mpsc::Receiver<ReloadRequest>,
     ) -> Reloader {
         Reloader {
-            shared,
+            gate,
+            lifecycle,
+            recorders,
             source,
             requests: tokio::sync::Mutex::new(requests),
             busy: tokio::sync::Mutex::new(()),
@@ -145,10 +151,10 @@ impl Reloader {
     pub async fn reload(&self) -> Outcome {
         let _one_at_a_time = self.busy.lock().await;
         let status_time = unix_now();
-        self.shared
+        self.lifecycle
             .update_status(|s| s.last_check = Some(status_time));
-        let active = self.shared.snapshot.load_full();
-        let active_commit = self.shared.status().reference_commit();
+        let active = self.gate.snapshot.load_full();
+        let active_commit = self.lifecycle.status().reference_commit();
         let candidate = match self.read(active_commit.as_deref()).await {
             Ok(Some(c)) => c,
             Ok(None) => return Outcome::Unchanged,
@@ -156,11 +162,11 @@ impl Reloader {
         };
         if active.is_ready()
             && candidate.revision == active.revision
-            && !self.shared.status().from_persisted
+            && !self.lifecycle.status().from_persisted
         {
             return Outcome::Unchanged;
         }
-        if let Some(last) = self.shared.status().last_error {
+        if let Some(last) = self.lifecycle.status().last_error {
             if last.revision == candidate.revision {
                 // Already refused; say so once, not at every poll.
                 return Outcome::Rejected {
@@ -171,21 +177,20 @@ impl Reloader {
             }
         }
         match build(
-            &self.shared.config,
-            &self.shared.targets,
+            &self.gate.config,
+            &self.gate.targets,
             &candidate,
             &self.source,
         ) {
             Ok(snapshot) => {
-                persist(&self.shared.config.state_dir, &candidate, &self.source);
+                persist(&self.gate.config.state_dir, &candidate, &self.source);
                 let revision = candidate.revision.clone();
-                self.shared
-                    .install(snapshot, candidate.commit.clone(), false);
+                self.install(snapshot, candidate.commit.clone());
                 info!(
                     "policy revision {revision} from {} is active",
                     self.source.describe()
                 );
-                self.shared.metrics.count(
+                self.recorders.metrics.count(
                     "ecluse_policy_reloads_total",
                     &[("result", "success"), ("step", "none")],
                 );
@@ -195,13 +200,26 @@ impl Reloader {
         }
     }
 
+    /// Makes `snapshot` the one every new request decides with.
+    fn install(&self, snapshot: Snapshot, commit: Option<String>) {
+        let revision = snapshot.revision.clone();
+        self.gate.snapshot.store(Arc::new(snapshot));
+        self.lifecycle.update_status(|s| {
+            s.revision = Some(revision);
+            s.reference = commit;
+            s.loaded_at = Some(unix_now());
+            s.from_persisted = false;
+            s.last_error = None;
+        });
+    }
+
     fn reject(&self, revision: String, step: String, error: String) -> Outcome {
         warn!(
             "policy revision {revision} from {} rejected at the {step} step: {error}; revision {} stays active",
             self.source.describe(),
-            self.shared.snapshot.load().revision
+            self.gate.snapshot.load().revision
         );
-        self.shared.metrics.count(
+        self.recorders.metrics.count(
             "ecluse_policy_reloads_total",
             &[("result", "failure"), ("step", &step)],
         );
@@ -211,7 +229,7 @@ impl Reloader {
             error: error.clone(),
             at: unix_now(),
         };
-        self.shared
+        self.lifecycle
             .update_status(|s| s.last_error = Some(rejection));
         Outcome::Rejected {
             revision,
@@ -232,8 +250,8 @@ impl Reloader {
         // came from the persisted copy or could not decide.
         let unchanged = |commit: &str| {
             active_commit == Some(commit)
-                && self.shared.snapshot.load().is_ready()
-                && !self.shared.status().from_persisted
+                && self.gate.snapshot.load().is_ready()
+                && !self.lifecycle.status().from_persisted
         };
         read_candidate(&self.source, active_commit, unchanged)
             .await
@@ -505,32 +523,6 @@ fn load_persisted(
             );
             None
         }
-    }
-}
-
-impl Shared {
-    pub fn status(&self) -> PolicyStatus {
-        self.policy_status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn update_status(&self, f: impl FnOnce(&mut PolicyStatus)) {
-        f(&mut self.policy_status.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    /// Makes `snapshot` the one every new request decides with.
-    pub fn install(&self, snapshot: Snapshot, commit: Option<String>, from_persisted: bool) {
-        let revision = snapshot.revision.clone();
-        self.snapshot.store(Arc::new(snapshot));
-        self.update_status(|s| {
-            s.revision = Some(revision);
-            s.reference = commit;
-            s.loaded_at = Some(unix_now());
-            s.from_persisted = from_persisted;
-            s.last_error = None;
-        });
     }
 }
 

@@ -63,10 +63,6 @@ impl Resolver {
         }
     }
 
-    pub fn has_override(&self, authority: &Authority) -> bool {
-        self.overrides.contains_key(authority)
-    }
-
     /// Resolves a destination a client named: private and special addresses
     /// are refused.
     pub async fn resolve(&self, authority: &Authority) -> Result<Resolved, ResolveError> {

@@ -278,6 +278,8 @@ async fn render(
             tokio::spawn(async move {
                 for (i, event) in events.iter().enumerate() {
                     if i > 0 {
+                        // The pacing is the mock's behaviour: a stream
+                        // whose events arrive apart.
                         tokio::time::sleep(gap).await;
                     }
                     let frame = Frame::data(Bytes::from(format!("data: {event}\n\n")));
@@ -594,6 +596,39 @@ impl Proxy {
         tls_connect(tcp, host, &[self.ca_path()], alpn)
             .await
             .unwrap()
+    }
+}
+
+/// How often `wait_until` looks again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Polls `done` until it holds or `timeout` passes; whether it held. Tests
+/// wait on what they expect (a log line, an audit record, a reload), never a
+/// guessed time.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`wait_until`] for async tests: the runtime keeps running between polls.
+pub async fn wait_until_async(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 

@@ -264,7 +264,11 @@ fn start_ecluse(extra: &str) -> Running {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ecluse"))
+    // ECLUSE_BENCH_BIN: another build (an earlier commit's) to compare
+    // against in the same session.
+    let binary = std::env::var_os("ECLUSE_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ecluse").into());
+    let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(&config)
         // Per-call log lines are `info`; ECLUSE_BENCH_RUST_LOG=info times them.

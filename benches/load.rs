@@ -266,8 +266,8 @@ fn start_ecluse(extra: &str) -> Running {
     .unwrap();
     // ECLUSE_BENCH_BIN: another build (an earlier commit's) to compare
     // against in the same session.
-    let binary = std::env::var_os("ECLUSE_BENCH_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ecluse").into());
+    let binary =
+        std::env::var_os("ECLUSE_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ecluse").into());
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(&config)
@@ -335,7 +335,15 @@ struct Target {
     headers: Vec<(&'static str, String)>,
     body: Bytes,
     new_connection_per_request: bool,
+    /// Send a different `x-data-retention` on every call (31 days and up,
+    /// which the default policies allow to OpenAI): the decision's inputs
+    /// then differ per call and every decision is evaluated, as for
+    /// workloads whose classifications, retentions or PII counts vary.
+    vary_retention: bool,
 }
+
+/// Numbers the varied retentions, across every worker.
+static RETENTION_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 async fn open(target: &Target) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = match &target.route {
@@ -386,6 +394,11 @@ fn request(target: &Target) -> hyper::Request<Full<Bytes>> {
         .header("authorization", "Bearer sk-load-test");
     for (k, v) in &target.headers {
         builder = builder.header(*k, v.as_str());
+    }
+    if target.vary_retention {
+        // Past the 4096 remembered decisions of a revision before repeating.
+        let days = 31 + RETENTION_SEQUENCE.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        builder = builder.header("x-data-retention", format!("{days}d"));
     }
     builder.body(Full::new(target.body.clone())).unwrap()
 }
@@ -616,6 +629,7 @@ fn main() {
         headers: Vec::new(),
         body: Bytes::from_static(SMALL_CHAT.as_bytes()),
         new_connection_per_request: false,
+        vary_retention: false,
     };
     let direct = base(
         Route::Direct { addr: mock },
@@ -676,6 +690,18 @@ fn main() {
             o.connections,
             o.duration,
         );
+    }
+    if wanted("evaluated") {
+        let mut t = proxied("api.openai.com");
+        t.vary_retention = true;
+        measure(
+            "intercept+evaluated c=32",
+            t.clone(),
+            Some(&ecluse),
+            o.connections,
+            o.duration,
+        );
+        measure("intercept+evaluated c=1", t, Some(&ecluse), 1, o.duration);
     }
     if wanted("latency") {
         measure(
@@ -857,6 +883,7 @@ mod peers {
                 headers: Vec::new(),
                 body: direct.body.clone(),
                 new_connection_per_request: false,
+                vary_retention: false,
             };
             for (scenario, connections, new_conn) in [
                 ("intercept+pass c=32", o.connections, false),

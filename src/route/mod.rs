@@ -2,6 +2,7 @@
 //! rewrite of an OpenAI call into a call to that target.
 
 pub mod answer;
+pub mod anthropic;
 pub mod key;
 pub mod translate;
 pub mod url;

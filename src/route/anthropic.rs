@@ -634,6 +634,8 @@ struct ToolCall {
     block: Option<usize>,
     /// Arguments that came before the name, to send once the block opens.
     pending: String,
+    /// Arguments sent, checked when the block closes.
+    sent: String,
     closed: bool,
 }
 
@@ -713,8 +715,13 @@ impl StreamAnswer {
                     self.tool_delta(position, call, out)?;
                 }
             }
+            if self.done {
+                return Ok(());
+            }
             if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
-                self.close(out);
+                if !self.close(out) {
+                    return Ok(());
+                }
                 if let Some((index, _)) = self.tools.iter().find(|(_, t)| t.block.is_none()) {
                     return Err(format!("the target's tool call {index} has no name"));
                 }
@@ -752,7 +759,9 @@ impl StreamAnswer {
         let index = match self.open {
             Some(Open::Text(index)) => index,
             _ => {
-                self.close(out);
+                if !self.close(out) {
+                    return;
+                }
                 let index = self.open_block(out, json!({"type": "text", "text": ""}));
                 self.open = Some(Open::Text(index));
                 index
@@ -772,6 +781,9 @@ impl StreamAnswer {
         call: &Value,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
+        if self.done {
+            return Ok(());
+        }
         let index = call
             .get("index")
             .and_then(Value::as_u64)
@@ -815,7 +827,9 @@ impl StreamAnswer {
                 let name = tool.name.clone().unwrap_or_default();
                 let id = tool.id.clone();
                 let pending = std::mem::take(&mut tool.pending);
-                self.close(out);
+                if !self.close(out) {
+                    return Ok(());
+                }
                 let id = id.unwrap_or_else(|| (self.ids)("toolu_"));
                 let block = self.open_block(
                     out,
@@ -824,14 +838,25 @@ impl StreamAnswer {
                 self.open = Some(Open::Tool(index));
                 if let Some(tool) = self.tools.get_mut(&index) {
                     tool.block = Some(block);
+                    tool.sent = pending;
                 }
-                if !pending.is_empty() {
-                    json_delta(out, block, &pending);
+                if let Some(tool) = self.tools.get(&index) {
+                    if !tool.sent.is_empty() {
+                        json_delta(out, block, &tool.sent);
+                    }
                 }
                 block
             }
         };
         if !args.is_empty() {
+            if let Some(tool) = self.tools.get_mut(&index) {
+                if tool.sent.len() + args.len() > MAX_EVENT {
+                    return Err(format!(
+                        "the target's tool call {index} has more than {MAX_EVENT} bytes of arguments"
+                    ));
+                }
+                tool.sent.push_str(&args);
+            }
             json_delta(out, block, &args);
         }
         Ok(())
@@ -848,19 +873,35 @@ impl StreamAnswer {
         index
     }
 
-    fn close(&mut self, out: &mut Vec<u8>) {
+    /// Closes the open block. A tool call whose arguments are not a JSON
+    /// object ends the stream with an `error` event instead, as the JSON
+    /// answer is refused: false then.
+    fn close(&mut self, out: &mut Vec<u8>) -> bool {
         let index = match self.open.take() {
-            None => return,
+            None => return true,
             Some(Open::Text(index)) => index,
             Some(Open::Tool(tool)) => {
                 let Some(t) = self.tools.get_mut(&tool) else {
-                    return;
+                    return true;
                 };
                 t.closed = true;
-                match t.block {
-                    Some(index) => index,
-                    None => return,
+                let Some(index) = t.block else {
+                    return true;
+                };
+                let valid = t.sent.trim().is_empty()
+                    || serde_json::from_str::<Value>(&t.sent).is_ok_and(|v| v.is_object());
+                if !valid {
+                    let name = t.name.clone().unwrap_or_default();
+                    emit(
+                        out,
+                        "error",
+                        &json!({"type": "error", "error": {"type": "api_error", "message":
+                            format!("the target's arguments for tool call {name} are not a JSON object")}}),
+                    );
+                    self.done = true;
+                    return false;
                 }
+                index
             }
         };
         emit(
@@ -868,11 +909,17 @@ impl StreamAnswer {
             "content_block_stop",
             &json!({"type": "content_block_stop", "index": index}),
         );
+        true
     }
 
     fn end(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        if self.done {
+            return Ok(());
+        }
         self.start(out);
-        self.close(out);
+        if !self.close(out) {
+            return Ok(());
+        }
         if let Some((index, _)) = self.tools.iter().find(|(_, t)| t.block.is_none()) {
             return Err(format!("the target's tool call {index} has no name"));
         }
@@ -1171,6 +1218,31 @@ mod tests {
         );
         let mut t = answer_translator_with_ids(true, "claude", ids());
         assert!(t.feed(nameless.as_bytes()).unwrap_err().contains("no name"));
+    }
+
+    #[test]
+    fn streamed_tool_arguments_that_are_not_an_object_end_in_an_error_event() {
+        for args in ["{\\\"a\\\": ", "[1]"] {
+            let body = format!(
+                concat!(
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,\"id\":\"c\",\"function\":{{\"name\":\"f\",\"arguments\":\"{}\"}}}}]}}}}]}}\n\n",
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"late\"}},\"finish_reason\":\"tool_calls\"}}]}}\n\n",
+                    "data: [DONE]\n\n",
+                ),
+                args
+            );
+            let (fed, end) = stream(&body);
+            assert!(end.unwrap().is_empty());
+            let fed = String::from_utf8(fed).unwrap();
+            assert!(
+                fed.contains("event: error\n") && fed.contains("not a JSON object"),
+                "{fed}"
+            );
+            assert!(
+                !fed.contains("message_stop") && !fed.contains("late"),
+                "{fed}"
+            );
+        }
     }
 
     #[test]

@@ -74,7 +74,10 @@ pub fn request_to_chat(body: &Value) -> Result<Value, String> {
             }
             "system" => {
                 let text = system_text(value)?;
-                messages.insert(0, json!({"role": "system", "content": text}));
+                // An empty system message is an error at some targets.
+                if !text.is_empty() {
+                    messages.insert(0, json!({"role": "system", "content": text}));
+                }
             }
             "messages" | "tools" | "tool_choice" | "output_config" => {}
             k if DROPPED.contains(&k) => {}
@@ -1103,6 +1106,8 @@ mod tests {
             ])
         );
         assert!(chat.get("stream_options").is_none());
+        let chat = request_to_chat(&request(json!({"system": ""}))).unwrap();
+        assert_eq!(chat["messages"], json!([{"role": "user", "content": "hi"}]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Golden files: OpenAI request in, target request out
 //! (`tests/golden/translate`); target error in, OpenAI error out
-//! (`tests/golden/errors`).
+//! (`tests/golden/errors`); Anthropic Messages to chat completions and back
+//! (`tests/golden/anthropic`).
 
 use std::path::Path;
 
@@ -55,5 +56,120 @@ fn error_translations_match_the_golden_files() {
         let body = serde_json::to_vec(&case["in"]).unwrap();
         let got: Value = serde_json::from_slice(&openai_error(status, &body)).unwrap();
         assert_eq!(got, case["out"], "{name}: got {got}");
+    }
+}
+
+/// Ids made by a counter, so translated answers are stable.
+fn counter_ids() -> ecluse::route::anthropic::IdGen {
+    let mut n = 0;
+    Box::new(move |prefix| {
+        n += 1;
+        format!("{prefix}test{n}")
+    })
+}
+
+/// An Anthropic SSE body from `[event, data]` pairs, as the translator
+/// writes it (compact JSON, keys in order).
+fn anthropic_sse(events: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events.as_array().unwrap() {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e[0].as_str().unwrap().as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(serde_json::to_string(&e[1]).unwrap().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+    out
+}
+
+fn sse_events(body: &[u8]) -> Value {
+    let text = std::str::from_utf8(body).unwrap();
+    Value::Array(
+        text.split("\n\n")
+            .filter(|b| !b.is_empty())
+            .map(|block| {
+                let (event, data) = block.split_once('\n').unwrap();
+                let data: Value =
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                serde_json::json!([event.strip_prefix("event: ").unwrap(), data])
+            })
+            .collect(),
+    )
+}
+
+/// Feeds `body` in the pieces `splits` makes and returns everything out.
+fn translate_answer(stream: bool, pieces: &[&[u8]]) -> Result<Vec<u8>, String> {
+    let mut t = ecluse::route::anthropic::answer_translator_with_ids(
+        stream,
+        "claude-sonnet-4-5",
+        counter_ids(),
+    );
+    let mut out = Vec::new();
+    for piece in pieces {
+        out.extend(t.feed(piece)?);
+    }
+    out.extend(t.finish()?);
+    Ok(out)
+}
+
+/// Anthropic Messages through an OpenAI-compatible target
+/// (`tests/golden/anthropic`): `request` cases are a Messages request in and
+/// the chat request out; `answer` cases a chat completion in and the
+/// Message out; `stream` cases the target's SSE body in (a string) and the
+/// Anthropic events out (`[event, data]` pairs), checked byte for byte and
+/// with the input split at every byte boundary. `ECLUSE_BLESS=1` rewrites
+/// the `out` of each file from the translator.
+#[test]
+fn anthropic_translations_match_the_golden_files() {
+    use ecluse::route::anthropic::request_to_chat;
+    let bless = std::env::var_os("ECLUSE_BLESS").is_some();
+    for (name, mut case) in cases("anthropic") {
+        let got = match case["kind"].as_str().unwrap() {
+            "request" => request_to_chat(&case["in"]).unwrap_or_else(|e| panic!("{name}: {e}")),
+            "answer" => {
+                let body = serde_json::to_vec(&case["in"]).unwrap();
+                let out =
+                    translate_answer(false, &[&body]).unwrap_or_else(|e| panic!("{name}: {e}"));
+                serde_json::from_slice(&out).unwrap()
+            }
+            "stream" => {
+                let body = case["in"].as_str().unwrap().as_bytes().to_vec();
+                let whole =
+                    translate_answer(true, &[&body]).unwrap_or_else(|e| panic!("{name}: {e}"));
+                for at in 0..=body.len() {
+                    let split = translate_answer(true, &[&body[..at], &body[at..]]).unwrap();
+                    assert_eq!(split, whole, "{name}: split at byte {at}");
+                }
+                let bytewise: Vec<&[u8]> = body.chunks(1).collect();
+                assert_eq!(
+                    translate_answer(true, &bytewise).unwrap(),
+                    whole,
+                    "{name}: byte by byte"
+                );
+                if !bless {
+                    assert_eq!(
+                        String::from_utf8_lossy(&whole),
+                        String::from_utf8_lossy(&anthropic_sse(&case["out"])),
+                        "{name}: bytes"
+                    );
+                }
+                sse_events(&whole)
+            }
+            other => panic!("{name}: unknown kind {other}"),
+        };
+        if bless {
+            case["out"] = got;
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden/anthropic")
+                .join(&name);
+            std::fs::write(path, serde_json::to_string_pretty(&case).unwrap() + "\n").unwrap();
+            continue;
+        }
+        assert_eq!(
+            got,
+            case["out"],
+            "{name}: got\n{}",
+            serde_json::to_string_pretty(&got).unwrap()
+        );
     }
 }

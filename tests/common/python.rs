@@ -1,4 +1,4 @@
-//! A Python virtualenv with the official `openai` SDK, created on first use
+//! A Python virtualenv with the official `openai` and `anthropic` SDKs, created on first use
 //! under `target/test-venv` (CI creates it up front in `.ci/run`).
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ pub fn venv_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"))
 }
 
-/// The venv's python, with `openai` importable. Several test binaries may
+/// The venv's python, with `openai` and `anthropic` importable. Several test binaries may
 /// ask at once: a lock directory makes one of them build it.
 pub fn python() -> PathBuf {
     let dir = venv_dir();
@@ -54,12 +54,13 @@ pub fn python() -> PathBuf {
                     "install",
                     "--quiet",
                     "openai>=1.40,<3",
+                    "anthropic>=0.60,<3",
                     "httpx",
                 ])
                 .status()
                 .map_err(|e| format!("pip: {e}"))?;
             if !status.success() {
-                return Err("pip install openai failed".to_string());
+                return Err("pip install openai anthropic failed".to_string());
             }
         }
         Ok(())
@@ -77,7 +78,7 @@ pub fn python() -> PathBuf {
 fn ready(python: &Path) -> bool {
     python.exists()
         && Command::new(python)
-            .args(["-c", "import openai, httpx"])
+            .args(["-c", "import openai, anthropic, httpx"])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)

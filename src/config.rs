@@ -249,7 +249,7 @@ impl Default for AuditConfig {
             file: None,
             on_full: OnFull::Block,
             max_wait: Duration::from_secs(1),
-            queue_records: 65_536,
+            queue_records: 8192,
         }
     }
 }
@@ -313,7 +313,7 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_header_count: 100,
             max_decoded_ratio: 100,
-            max_connections: 10_000,
+            max_connections: 1024,
         }
     }
 }
@@ -670,6 +670,9 @@ mod tests {
         assert_eq!(c.mode, Mode::Enforce);
         assert_eq!(c.policy.eval_timeout, Duration::from_millis(50));
         assert_eq!(c.upstream.http_ports, vec![80]);
+        // Sized together for a 256Mi sidecar: see the README's "Sizing".
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.audit.queue_records, 8192);
     }
 
     #[test]

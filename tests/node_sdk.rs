@@ -102,10 +102,27 @@ async fn openai_npm_sdk_through_the_preload() {
         openai_handler(),
     )
     .await;
-    let proxy = std::sync::Arc::new(Proxy::start(&upstream_yaml(
-        &[("api.openai.com:443", mock.addr)],
-        Some(&pki.ca_path),
-    )));
+    let state = tempfile::tempdir().unwrap();
+    let audit_file = state.path().join("audit.log");
+    let yaml = format!(
+        "{}audit: {{ file: {} }}\n",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path)),
+        audit_file.display()
+    );
+    let proxy = std::sync::Arc::new(Proxy::start_in(state, &yaml));
+    // ecluse's request-stage audit records for OpenAI so far: (action, rule).
+    let audited = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&audit_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["stage"] == "request" && r["destination"]["host"] == "api.openai.com")
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (field("action"), field("rule"))
+            })
+            .collect()
+    };
     let run = |preload: bool, mode: &'static str| {
         let (proxy, dir) = (proxy.clone(), dir.clone());
         tokio::task::spawn_blocking(move || run_sdk(&dir, &proxy, preload, mode))
@@ -122,11 +139,9 @@ async fn openai_npm_sdk_through_the_preload() {
         recorded[0].header("authorization"),
         Some("Bearer sk-test-canary-0000")
     );
-    let logs = proxy.logs();
-    assert!(
-        logs.contains("api.openai.com") && logs.contains("/v1/chat/completions"),
-        "ecluse did not record the call:\n{logs}"
-    );
+    let records = audited();
+    assert_eq!(records.len(), 1, "{records:?}\n{}", proxy.logs());
+    assert_eq!(records[0].0, "allow", "{records:?}");
 
     // Personal data: refused by ecluse, its reason in the SDK's error.
     let denied = run(true, "personal").await.unwrap();
@@ -140,26 +155,24 @@ async fn openai_npm_sdk_through_the_preload() {
         "the refused call reached the mock"
     );
 
+    let records = audited();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1].0, "deny", "{records:?}");
+    assert!(records[1].1.contains("personal_data"), "{records:?}");
+
     // Without the preload, the same app with NODE_USE_ENV_PROXY=1: on a Node
     // whose fetch ignores it, the SDK resolves api.openai.com itself and
     // ecluse never hears of the call.
-    let before = proxy.logs().matches("/v1/chat/completions").count();
     let direct = run(false, "chat").await.unwrap();
-    let after = proxy.logs().matches("/v1/chat/completions").count();
     if native_env_proxy(common::node::version()) {
         assert_eq!(direct["content"], "Hello from the mock", "{direct}");
-        assert!(after > before);
+        assert_eq!(audited().len(), 3);
         assert_eq!(mock.recorded().len(), 2);
     } else {
         // Here api.openai.com does not resolve (ENOTFOUND); where it does,
         // the real API refuses the test key. Either way, not through ecluse.
         assert!(direct["error"].is_string(), "{direct}");
-        assert_eq!(
-            after,
-            before,
-            "the call went through ecluse:\n{}",
-            proxy.logs()
-        );
+        assert_eq!(audited().len(), 2, "the call went through ecluse");
         assert_eq!(mock.recorded().len(), 1);
     }
     assert!(

@@ -1,27 +1,33 @@
 //! The admin listener: health, readiness, metrics, the CA for apps to trust,
 //! and what policy is active.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use crate::config::AdminConfig;
 use crate::state::{Gate, Lifecycle, Recorders};
 
 pub struct Admin {
     gate: Arc<Gate>,
     recorders: Arc<Recorders>,
     lifecycle: Arc<Lifecycle>,
+    reload_gate: ReloadGate,
 }
 
 impl Admin {
     pub fn new(gate: Arc<Gate>, recorders: Arc<Recorders>, lifecycle: Arc<Lifecycle>) -> Admin {
+        let reload_gate = ReloadGate::new(&gate.config.admin);
         Admin {
             gate,
             recorders,
             lifecycle,
+            reload_gate,
         }
     }
 
@@ -148,6 +154,15 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        if method == http::Method::POST && path == "/policy/reload" {
+            let authorization = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            if let Err(refusal) = self.reload_gate.admit(authorization, Instant::now()) {
+                return refusal_response(&refusal);
+            }
+        }
         let (status, content_type, body) = self.route(&method, &path).await;
         Response::builder()
             .status(status)
@@ -155,5 +170,244 @@ impl ServeHttp for Admin {
             .header(http::header::CONTENT_LENGTH, body.len())
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+/// Who may trigger `POST /policy/reload`, and how often: each reload fetches
+/// and compiles policy, so anyone who reaches the admin port could otherwise
+/// keep ecluse busy.
+pub struct ReloadGate {
+    min_interval: Duration,
+    token_file: Option<PathBuf>,
+    last: Mutex<Option<Instant>>,
+}
+
+/// Why a reload request was turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No bearer token, or not the one in `admin.reload_token_file`.
+    Unauthorized,
+    /// The token file cannot be read: closed rather than open.
+    TokenUnavailable,
+    /// A reload was accepted less than `admin.reload_min_interval` ago.
+    TooSoon { retry_after_secs: u64 },
+}
+
+impl ReloadGate {
+    pub fn new(config: &AdminConfig) -> ReloadGate {
+        ReloadGate {
+            min_interval: config.reload_min_interval,
+            token_file: config.reload_token_file.clone(),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Authentication first, so that unauthenticated callers cannot use up
+    /// the rate budget of the legitimate one.
+    pub fn admit(&self, authorization: Option<&[u8]>, now: Instant) -> Result<(), Refusal> {
+        if let Some(path) = &self.token_file {
+            let expected = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    log::warn!(
+                        "admin.reload_token_file {} cannot be read ({}); POST /policy/reload refused",
+                        path.display(),
+                        e.kind()
+                    );
+                    return Err(Refusal::TokenUnavailable);
+                }
+            };
+            let expected = expected.trim_ascii();
+            if expected.is_empty() || expected.contains(&b'\n') {
+                log::warn!(
+                    "admin.reload_token_file {} does not hold a single-line token; POST /policy/reload refused",
+                    path.display()
+                );
+                return Err(Refusal::TokenUnavailable);
+            }
+            if !bearer_matches(authorization, expected) {
+                return Err(Refusal::Unauthorized);
+            }
+        }
+        rate_limit(&self.last, self.min_interval, now)
+    }
+}
+
+/// Admits a reload at `now` unless one was admitted less than `min` before.
+fn rate_limit(last: &Mutex<Option<Instant>>, min: Duration, now: Instant) -> Result<(), Refusal> {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(previous) = *last {
+        let elapsed = now.saturating_duration_since(previous);
+        if elapsed < min {
+            let wait = min - elapsed;
+            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(Refusal::TooSoon { retry_after_secs });
+        }
+    }
+    *last = Some(now);
+    Ok(())
+}
+
+/// `Authorization: Bearer <token>` against the expected token. Both sides are
+/// hashed first so that the comparison takes the same time whatever the
+/// presented token's length or first differing byte.
+pub fn bearer_matches(authorization: Option<&[u8]>, expected: &[u8]) -> bool {
+    let Some(value) = authorization else {
+        return false;
+    };
+    let (Some(scheme), Some(token)) = (value.get(..7), value.get(7..)) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    let token = token.trim_ascii();
+    let presented = ring::digest::digest(&ring::digest::SHA256, token);
+    let expected = ring::digest::digest(&ring::digest::SHA256, expected);
+    !token.is_empty()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            presented.as_ref(),
+            expected.as_ref(),
+        ))
+}
+
+fn refusal_response(refusal: &Refusal) -> Response<Vec<u8>> {
+    let mut builder =
+        Response::builder().header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    let body: Vec<u8> = match refusal {
+        Refusal::Unauthorized => {
+            builder = builder.status(StatusCode::UNAUTHORIZED).header(
+                http::header::WWW_AUTHENTICATE,
+                "Bearer realm=\"ecluse admin\"",
+            );
+            b"unauthorized: POST /policy/reload needs Authorization: Bearer <the token in admin.reload_token_file>\n".to_vec()
+        }
+        Refusal::TokenUnavailable => {
+            builder = builder.status(StatusCode::SERVICE_UNAVAILABLE);
+            b"the reload token file cannot be read; see ecluse's log\n".to_vec()
+        }
+        Refusal::TooSoon { retry_after_secs } => {
+            builder = builder
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header(http::header::RETRY_AFTER, retry_after_secs.to_string());
+            format!(
+                "too many reloads: at most one every admin.reload_min_interval; retry in {retry_after_secs}s\n"
+            )
+            .into_bytes()
+        }
+    };
+    builder
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_match_exactly() {
+        let expected = b"s3cret-token";
+        for (header, ok) in [
+            (Some(&b"Bearer s3cret-token"[..]), true),
+            (Some(b"bearer s3cret-token"), true),
+            (Some(b"BEARER   s3cret-token  "), true),
+            (Some(b"Bearer s3cret-tokem"), false),
+            (Some(b"Bearer s3cret-token2"), false),
+            (Some(b"Bearer s3cret"), false),
+            (Some(b"Bearer "), false),
+            (Some(b"Bearer"), false),
+            (Some(b"Basic s3cret-token"), false),
+            (Some(b"s3cret-token"), false),
+            (Some(b""), false),
+            (None, false),
+        ] {
+            assert_eq!(bearer_matches(header, expected), ok, "{header:?}");
+        }
+        assert!(!bearer_matches(Some(b"Bearer "), b""));
+    }
+
+    #[test]
+    fn reloads_are_spaced_by_the_minimum_interval() {
+        let last = Mutex::new(None);
+        let min = Duration::from_secs(10);
+        let t0 = Instant::now();
+        assert_eq!(rate_limit(&last, min, t0), Ok(()));
+        assert_eq!(
+            rate_limit(&last, min, t0),
+            Err(Refusal::TooSoon {
+                retry_after_secs: 10
+            })
+        );
+        assert_eq!(
+            rate_limit(&last, min, t0 + Duration::from_millis(2500)),
+            Err(Refusal::TooSoon {
+                retry_after_secs: 8
+            })
+        );
+        // A refused request does not push the window back.
+        assert_eq!(rate_limit(&last, min, t0 + min), Ok(()));
+        assert!(rate_limit(&last, min, t0 + min + Duration::from_secs(9)).is_err());
+        // 0s: no limit.
+        let free = Mutex::new(None);
+        for _ in 0..3 {
+            assert_eq!(rate_limit(&free, Duration::ZERO, t0), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_token_is_checked_before_the_rate_and_read_at_each_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first-token\n").unwrap();
+        let gate = ReloadGate::new(&AdminConfig {
+            reload_min_interval: Duration::from_secs(60),
+            reload_token_file: Some(file.clone()),
+        });
+        let t0 = Instant::now();
+        // Wrong tokens do not use up the window.
+        assert_eq!(gate.admit(None, t0), Err(Refusal::Unauthorized));
+        assert_eq!(
+            gate.admit(Some(b"Bearer nope"), t0),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(gate.admit(Some(b"Bearer first-token"), t0), Ok(()));
+        assert!(matches!(
+            gate.admit(Some(b"Bearer first-token"), t0),
+            Err(Refusal::TooSoon { .. })
+        ));
+        // A rotated token applies at once.
+        std::fs::write(&file, "second-token").unwrap();
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(
+            gate.admit(Some(b"Bearer first-token"), later),
+            Err(Refusal::Unauthorized)
+        );
+        assert_eq!(gate.admit(Some(b"Bearer second-token"), later), Ok(()));
+        // No readable token: closed.
+        std::fs::remove_file(&file).unwrap();
+        let much_later = later + Duration::from_secs(61);
+        assert_eq!(
+            gate.admit(Some(b"Bearer second-token"), much_later),
+            Err(Refusal::TokenUnavailable)
+        );
+        std::fs::write(&file, "  \n").unwrap();
+        assert_eq!(
+            gate.admit(Some(b"Bearer "), much_later),
+            Err(Refusal::TokenUnavailable)
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let r = refusal_response(&Refusal::TooSoon {
+            retry_after_secs: 4,
+        });
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "4");
+        let r = refusal_response(&Refusal::Unauthorized);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(http::header::WWW_AUTHENTICATE));
     }
 }

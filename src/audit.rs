@@ -141,7 +141,7 @@ pub struct QueueLimits {
 impl Default for QueueLimits {
     fn default() -> Self {
         QueueLimits {
-            capacity: 65_536,
+            capacity: 8192,
             on_full: OnFull::Block,
             max_wait: Duration::from_secs(1),
         }

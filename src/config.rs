@@ -45,6 +45,7 @@ pub enum Mode {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub admin: AdminConfig,
     pub state_dir: PathBuf,
     pub ca: CaConfig,
     pub mode: Mode,
@@ -65,6 +66,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin: AdminConfig::default(),
             state_dir: PathBuf::from(".ecluse"),
             ca: CaConfig::default(),
             mode: Mode::Enforce,
@@ -77,6 +79,29 @@ impl Default for Config {
             audit: AuditConfig::default(),
             telemetry: Default::default(),
             threads: 0,
+        }
+    }
+}
+
+/// What the admin listener lets callers do (`admin`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Shortest time between two accepted `POST /policy/reload` (each one
+    /// fetches and compiles policy); sooner ones get a 429. 0s: no limit.
+    #[serde(deserialize_with = "de_duration")]
+    pub reload_min_interval: Duration,
+    /// File holding the token `POST /policy/reload` requires as
+    /// `Authorization: Bearer <token>`; read at each request, so a rotated
+    /// Secret applies without a restart.
+    pub reload_token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            reload_min_interval: Duration::from_secs(5),
+            reload_token_file: None,
         }
     }
 }
@@ -230,7 +255,7 @@ impl Default for AuditConfig {
             file: None,
             on_full: OnFull::Block,
             max_wait: Duration::from_secs(1),
-            queue_records: 65_536,
+            queue_records: 8192,
         }
     }
 }
@@ -294,7 +319,7 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             max_header_count: 100,
             max_decoded_ratio: 100,
-            max_connections: 10_000,
+            max_connections: 1024,
         }
     }
 }
@@ -363,6 +388,37 @@ impl Default for SourceConfig {
     }
 }
 
+/// What secret a Git remote URL embeds, if any: any userinfo of an http(s)
+/// URL (GitHub and GitLab accept a token as the user name alone), a
+/// password of an ssh URL (`ssh://git@host/...` and `git@host:path` name a
+/// user, not a secret). Such a URL would put the token on git's command
+/// line, in `ps` and in error messages.
+pub fn url_credentials(url: &str) -> Option<&'static str> {
+    let url = url.trim();
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (userinfo, _) = authority.rsplit_once('@')?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "ssh" || scheme == "git+ssh" || scheme == "ssh+git" {
+            userinfo
+                .contains(':')
+                .then_some("a password (user:password@)")
+        } else if scheme == "file" {
+            None
+        } else {
+            Some(if userinfo.contains(':') {
+                "credentials (user:token@)"
+            } else {
+                "a user name that may be a token (token@)"
+            })
+        }
+    } else {
+        // scp-like `user@host:path`: a colon before the `@` is a password.
+        let (user, _) = url.split_once('@')?;
+        (user.contains(':') && !user.contains('/')).then_some("a password (user:password@)")
+    }
+}
+
 impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the current directory, as a user typing them would expect.
@@ -410,6 +466,7 @@ impl Config {
             &mut self.policy.dir,
             &mut self.audit.file,
             &mut self.upstream.extra_ca_file,
+            &mut self.admin.reload_token_file,
         ]
         .into_iter()
         .flatten()
@@ -490,6 +547,13 @@ impl Config {
         if let Some(git) = &self.policy.git {
             if git.url.trim().is_empty() || git.url.starts_with('-') {
                 problems.push("policy.git.url must name a repository".to_string());
+            }
+            if let Some(what) = url_credentials(&git.url) {
+                problems.push(format!(
+                    "policy.git.url carries {what}: remove it from the URL and put the token in \
+                     policy.git.token_file (sent as an HTTP header, never on a command line or in logs), \
+                     or use an ssh URL with policy.git.ssh_key_file"
+                ));
             }
             if git.r#ref.is_empty() || git.r#ref.starts_with('-') || git.r#ref.contains("..") {
                 problems.push(format!(
@@ -612,6 +676,80 @@ mod tests {
         assert_eq!(c.mode, Mode::Enforce);
         assert_eq!(c.policy.eval_timeout, Duration::from_millis(50));
         assert_eq!(c.upstream.http_ports, vec![80]);
+        // Sized together for a 256Mi sidecar: see the README's "Sizing".
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.audit.queue_records, 8192);
+    }
+
+    #[test]
+    fn admin_reload_settings_parse() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.admin.reload_min_interval, Duration::from_secs(5));
+        assert_eq!(c.admin.reload_token_file, None);
+        let c = Config::from_yaml(
+            "admin: { reload_min_interval: 30s, reload_token_file: /etc/ecluse/reload-token }",
+        )
+        .unwrap();
+        assert_eq!(c.admin.reload_min_interval, Duration::from_secs(30));
+        assert_eq!(
+            c.admin.reload_token_file.as_deref(),
+            Some(Path::new("/etc/ecluse/reload-token"))
+        );
+        let err = Config::from_yaml("admin: { reload_token: x }").unwrap_err();
+        assert!(err.contains("reload_token"), "{err}");
+    }
+
+    #[test]
+    fn git_urls_with_credentials_are_named() {
+        for (url, found) in [
+            ("https://github.com/acme/policies.git", None),
+            (
+                "https://user:ghp_secret@github.com/acme/policies.git",
+                Some("credentials (user:token@)"),
+            ),
+            (
+                "HTTPS://x-access-token:t@github.com/a",
+                Some("credentials (user:token@)"),
+            ),
+            (
+                "https://ghp_secret@github.com/acme/policies.git",
+                Some("a user name that may be a token (token@)"),
+            ),
+            (
+                "http://u:p@10.0.0.1:8080/a.git",
+                Some("credentials (user:token@)"),
+            ),
+            ("https://github.com/acme/policies.git?x=a@b", None),
+            ("https://github.com/acme/p@ths.git", None),
+            ("ssh://git@github.com/acme/policies.git", None),
+            (
+                "ssh://git:hunter2@github.com/acme/policies.git",
+                Some("a password (user:password@)"),
+            ),
+            ("git@github.com:acme/policies.git", None),
+            (
+                "git:hunter2@github.com:acme/policies.git",
+                Some("a password (user:password@)"),
+            ),
+            ("file:///srv/git/policies.git", None),
+            ("/srv/repos/a@b:c", None),
+            ("../policies", None),
+        ] {
+            assert_eq!(url_credentials(url), found, "{url}");
+        }
+        let c = Config::from_yaml(
+            "policy:\n  git: { url: 'https://bot:ghp_secret123@github.com/acme/policies.git' }",
+        )
+        .unwrap();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("not an Invalid error")
+        };
+        let text = problems.join("; ");
+        assert!(text.contains("policy.git.token_file"), "{text}");
+        assert!(
+            !text.contains("ghp_secret123"),
+            "the token is echoed: {text}"
+        );
     }
 
     #[test]

@@ -27,8 +27,14 @@ async fn start(policy_yaml: &str, state: Option<tempfile::TempDir>) -> Env {
     .await;
     let dir = state.unwrap_or_else(|| tempfile::tempdir().unwrap());
     let audit = dir.path().join("audit.log");
+    // These tests reload back to back; the rate limit has a test of its own.
+    let admin = if policy_yaml.contains("admin:") {
+        ""
+    } else {
+        "admin: { reload_min_interval: 0s }\n"
+    };
     let yaml = format!(
-        "{}audit: {{ file: {} }}\n{policy_yaml}",
+        "{}audit: {{ file: {} }}\n{admin}{policy_yaml}",
         upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path)),
         audit.display()
     );
@@ -95,6 +101,117 @@ async fn admin(proxy: &Arc<Proxy>, method: &str, path: &str) -> (u16, Value) {
 
 async fn reload(proxy: &Arc<Proxy>) -> (u16, Value) {
     admin(proxy, "POST", "/policy/reload").await
+}
+
+/// `POST /policy/reload` with extra header lines: status, head and body.
+async fn reload_with(proxy: &Arc<Proxy>, headers: &[&str]) -> (u16, String, String) {
+    let addr = proxy.admin;
+    let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "POST /policy/reload HTTP/1.1\r\nHost: a\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (parse_status(head), head.to_ascii_lowercase(), body.to_string())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_needs_the_token_and_is_rate_limited() {
+    let repo = PolicyRepo::new();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = "reload-canary-token-7781";
+    let token_file = secrets.path().join("reload-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let env = start(
+        &format!(
+            "admin:\n  reload_min_interval: 2s\n  reload_token_file: {}\n{}",
+            token_file.display(),
+            git_policy(&repo, "1h", "")
+        ),
+        None,
+    )
+    .await;
+    let bearer = format!("Authorization: Bearer {token}");
+
+    let (code, head, body) = reload_with(&env.proxy, &[]).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    assert!(body.contains("admin.reload_token_file"), "{body}");
+    let (code, _, _) = reload_with(
+        &env.proxy,
+        &["Authorization: Bearer reload-canary-token-7782"],
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, _, _) = reload_with(&env.proxy, &[&format!("Authorization: Basic {token}")]).await;
+    assert_eq!(code, 401);
+    // Read-only endpoints stay open.
+    let (code, status) = admin(&env.proxy, "GET", "/policy").await;
+    assert_eq!(code, 200);
+    assert_eq!(status["revision"], repo.head());
+
+    // The right token reloads; the refused attempts above did not count.
+    repo.set_setting("notes", "reloaded".into());
+    let next = repo.commit_all("next", &[]);
+    let (code, _, body) = reload_with(&env.proxy, &[&bearer]).await;
+    assert_eq!(code, 200, "{body}");
+    let outcome: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["outcome"]["swapped"]["revision"], next, "{outcome}");
+
+    // At once again: 429 with when to come back, and nothing fetched.
+    let (code, head, body) = reload_with(&env.proxy, &[&bearer]).await;
+    assert_eq!(code, 429, "{body}");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"));
+    assert!((1..=2).contains(&retry), "{head}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let (code, _, body) = reload_with(&env.proxy, &[&bearer]).await;
+    assert_eq!(code, 200, "{body}");
+
+    assert!(
+        !env.proxy.logs().contains(token),
+        "the reload token reached the log"
+    );
+}
+
+#[test]
+fn a_git_url_with_a_token_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ecluse.yaml");
+    let token = "ghp_canary_in_url_0043";
+    std::fs::write(
+        &config,
+        format!("policy:\n  git:\n    url: https://x-access-token:{token}@github.com/acme/policies.git\n"),
+    )
+    .unwrap();
+    for args in [&["check", "--config"][..], &["run", "--config"]] {
+        let out = Command::new(ecluse_bin())
+            .args(args)
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?} accepted it: {text}");
+        assert!(text.contains("policy.git.token_file"), "{args:?}: {text}");
+        assert!(!text.contains(token), "{args:?} echoed the token: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ pub mod git_repo;
 mod pki;
 #[allow(unused_imports)]
 pub use pki::TestPki;
+pub mod node;
 pub mod python;
 
 use std::convert::Infallible;

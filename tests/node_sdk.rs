@@ -59,6 +59,12 @@ fn run_sdk(dir: &Path, proxy: &Proxy, preload: bool, mode: &str) -> serde_json::
         cmd.env("NODE_OPTIONS", format!("--import={}", preload.display()));
     } else {
         cmd.env("NODE_USE_ENV_PROXY", "1");
+        if !native_env_proxy(common::node::version()) {
+            // This call is expected to go direct: aim it at a name that
+            // resolves nowhere (RFC 6761), so that no test ever reaches the
+            // real API, wherever it runs.
+            cmd.env("OPENAI_BASE_URL", "https://api.openai.com.invalid/v1");
+        }
     }
     let out = cmd.output().expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -169,8 +175,8 @@ async fn openai_npm_sdk_through_the_preload() {
         assert_eq!(audited().len(), 3);
         assert_eq!(mock.recorded().len(), 2);
     } else {
-        // Here api.openai.com does not resolve (ENOTFOUND); where it does,
-        // the real API refuses the test key. Either way, not through ecluse.
+        // The SDK resolved the host itself (ENOTFOUND for a `.invalid`
+        // name): not through ecluse.
         assert!(direct["error"].is_string(), "{direct}");
         assert_eq!(audited().len(), 2, "the call went through ecluse");
         assert_eq!(mock.recorded().len(), 1);

@@ -688,6 +688,107 @@ async fn client_disconnect_mid_stream_cancels_the_upstream_call() {
     assert_eq!(mock.completed_streams.load(Ordering::SeqCst), 0);
 }
 
+/// The line of the operation-duration histogram's count for calls that
+/// asked for `model`.
+fn duration_count_line(metrics: &str, model: &str) -> Option<String> {
+    let wanted = format!("gen_ai_request_model=\"{model}\"");
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gen_ai_client_operation_duration_seconds_count{") && l.contains(&wanted)
+        })
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_after_done_completed_the_call_one_that_leaves_mid_stream_aborted_it()
+{
+    // The upstream sends its events and then holds the body open: its last
+    // chunk is still in flight when the client, which has read `[DONE]`,
+    // closes its connection.
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let first = chunk("data: {\"id\":\"c1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n");
+        let answer = match body["model"].as_str() {
+            Some("ends") => format!(
+                "{head}{first}{}{}",
+                chunk("data: {\"id\":\"c1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\n"),
+                chunk("data: [DONE]\n\n"),
+            ),
+            _ => format!("{head}{first}"),
+        };
+        raw(answer, AfterRaw::Hang)
+    });
+    let s = setup_raw(handler, "").await;
+    for (model, read_until) in [("ends", "data: [DONE]"), ("cut", "\"Hi\"")] {
+        let mut tls = s
+            .proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let body = format!(r#"{{"model":"{model}","stream":true,"messages":[]}}"#);
+        tls.write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(read_until) {
+            let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+                .await
+                .expect("the events arrive")
+                .unwrap();
+            assert!(
+                n > 0,
+                "{model}: closed early: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        // Abruptly: no TLS close_notify, the socket just goes.
+        drop(tls);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (ended, cut) = loop {
+        let (_, metrics) = s.proxy.admin_get("/metrics");
+        if let (Some(ended), Some(cut)) = (
+            duration_count_line(&metrics, "ends"),
+            duration_count_line(&metrics, "cut"),
+        ) {
+            break (ended, cut);
+        }
+        assert!(Instant::now() < deadline, "{metrics}\n{}", s.proxy.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        ended.contains("error_type=\"\"") && ended.ends_with(" 1"),
+        "{ended}"
+    );
+    assert!(
+        cut.contains("error_type=\"aborted\"") && cut.ends_with(" 1"),
+        "{cut}"
+    );
+    let logs = s.proxy.logs();
+    let access = |model: &str| {
+        logs.lines()
+            .filter(|l| l.contains("/v1/chat/completions -> 200"))
+            .nth(usize::from(model == "cut"))
+            .unwrap_or_else(|| panic!("no access line for {model}:\n{logs}"))
+            .to_string()
+    };
+    let ended = access("ends");
+    assert!(
+        ended.contains("tokens 5/3") && !ended.contains("aborted"),
+        "{ended}"
+    );
+    assert!(access("cut").contains("aborted after"), "{logs}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_hosts_are_tunnelled_untouched() {
     let pki = TestPki::new();

@@ -207,6 +207,7 @@ impl Forwarder {
             .map(str::to_string);
         let mut observer =
             ResponseObserver::new(content_type.as_deref()).capturing_content(capture_content);
+        observer.note_headers(&response.headers);
         let end_of_stream = upstream.response_done();
         session
             .write_response_header(Box::new(response), end_of_stream)
@@ -230,6 +231,7 @@ impl Forwarder {
                 .err();
         }
         result.usage = observer.finish();
+        result.streamed = observer.is_stream();
         result.first_chunk_at = observer.first_chunk_at;
         if result.aborted.is_none() && upstream.response_done() {
             self.release(upstream, &peer).await;
@@ -331,6 +333,9 @@ impl Forwarder {
 
     /// Relays the body chunk by chunk as it arrives (SSE stays unbuffered),
     /// watching the client so that its disconnect cancels the upstream call.
+    /// A client that leaves once the answer's final event (`[DONE]`,
+    /// `message_stop`, ...) was written to it has the whole answer: the call
+    /// is complete, not aborted, though the upstream's body has not ended.
     async fn stream_body(
         &self,
         session: &mut Session,
@@ -340,7 +345,17 @@ impl Forwarder {
         observer: &mut ResponseObserver,
     ) -> Result<(), Cut> {
         let idle = self.timeouts.stream_idle;
-        let client_cut = |e: Box<Error>| Cut::Client(format!("client went away: {e}"));
+        // Whether the final event has been written to the client.
+        let mut delivered_end = false;
+        let client_cut = |delivered_end: bool, why: String| {
+            if delivered_end {
+                debug!("client left after the answer's final event: {why}");
+                Ok(())
+            } else {
+                Err(Cut::Client(why))
+            }
+        };
+        let went_away = |e: Box<Error>| format!("client went away: {e}");
         loop {
             let chunk = tokio::select! {
                 read = tokio::time::timeout(idle, upstream.read_response_body()) => match read {
@@ -356,31 +371,30 @@ impl Forwarder {
                     }
                     Ok(Ok(chunk)) => chunk,
                 },
-                closed = client_gone(session) => return Err(Cut::Client(closed)),
+                closed = client_gone(session) => {
+                    session.set_keepalive(None);
+                    return client_cut(delivered_end, closed);
+                }
             };
             let done = upstream.response_done();
-            match chunk {
+            let written = match chunk {
                 Some(data) => {
                     *sent += data.len() as u64;
                     observer.feed(&data);
-                    session
-                        .write_response_body(Some(data), done)
-                        .await
-                        .map_err(client_cut)?;
+                    session.write_response_body(Some(data), done).await
                 }
-                None => {
-                    session
-                        .write_response_body(None, true)
-                        .await
-                        .map_err(client_cut)?;
-                }
+                None => session.write_response_body(None, true).await,
+            };
+            if let Err(e) = written {
+                session.set_keepalive(None);
+                return client_cut(delivered_end, went_away(e));
             }
+            delivered_end = observer.saw_end();
             if done || upstream.response_done() {
-                session
-                    .downstream_session
-                    .finish_body()
-                    .await
-                    .map_err(client_cut)?;
+                if let Err(e) = session.downstream_session.finish_body().await {
+                    session.set_keepalive(None);
+                    return client_cut(delivered_end, went_away(e));
+                }
                 return Ok(());
             }
         }

@@ -44,7 +44,12 @@ const CONTENT_CAP: usize = 64 << 10;
 /// How the answer's body is cut into JSON documents.
 #[derive(Debug)]
 enum Framing {
-    Json(JsonValues),
+    /// A JSON body, or (`lines`) newline-delimited JSON, whose documents
+    /// say nothing of which one is the last.
+    Json {
+        values: JsonValues,
+        lines: bool,
+    },
     Sse(Box<SseParser>),
     EventStream(Frames),
 }
@@ -66,7 +71,13 @@ impl ResponseObserver {
         let framing = match media.as_str() {
             "text/event-stream" => Framing::Sse(Box::new(SseParser::new().max_buffer(JSON_CAP))),
             "application/vnd.amazon.eventstream" => Framing::EventStream(Frames::new(JSON_CAP)),
-            _ => Framing::Json(JsonValues::new(JSON_CAP)),
+            other => Framing::Json {
+                values: JsonValues::new(JSON_CAP),
+                lines: matches!(
+                    other,
+                    "application/x-ndjson" | "application/jsonl" | "application/json-seq"
+                ),
+            },
         };
         ResponseObserver {
             framing,
@@ -86,7 +97,7 @@ impl ResponseObserver {
     /// or (once its first byte is seen) a JSON array of chunks.
     pub fn is_stream(&self) -> bool {
         match &self.framing {
-            Framing::Json(values) => values.is_array(),
+            Framing::Json { values, lines } => *lines || values.is_array(),
             Framing::Sse(_) | Framing::EventStream(_) => true,
         }
     }
@@ -99,7 +110,7 @@ impl ResponseObserver {
     pub fn saw_end(&self) -> bool {
         self.reader.ended
             || match &self.framing {
-                Framing::Json(values) => values.complete(),
+                Framing::Json { values, lines } => !lines && values.complete(),
                 _ => false,
             }
     }
@@ -129,7 +140,7 @@ impl ResponseObserver {
         self.first_chunk_at.get_or_insert_with(Instant::now);
         let reader = &mut self.reader;
         match &mut self.framing {
-            Framing::Json(values) => values.feed(chunk, &mut |doc| reader.json_doc(doc)),
+            Framing::Json { values, .. } => values.feed(chunk, &mut |doc| reader.json_doc(doc)),
             Framing::Sse(parser) => {
                 parser.feed(chunk);
                 while let Some(event) = parser.next_event() {

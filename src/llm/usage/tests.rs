@@ -473,7 +473,7 @@ fn an_oversized_document_is_skipped_and_memory_stays_bounded() {
     let mut o = ResponseObserver::new(Some("application/json"));
     for piece in body.as_bytes().chunks(64 << 10) {
         o.feed(piece);
-        if let Framing::Json(values) = &o.framing {
+        if let Framing::Json { values, .. } = &o.framing {
             assert!(values.buffered() <= JSON_CAP, "JSON buffer bounded");
         }
     }
@@ -510,7 +510,7 @@ fn a_body_that_is_not_json_is_not_kept() {
     let mut o = ResponseObserver::new(Some("application/octet-stream"));
     o.feed(b"RIFF....WAVEfmt ");
     o.feed(&[0u8; 4096]);
-    if let Framing::Json(values) = &o.framing {
+    if let Framing::Json { values, .. } = &o.framing {
         assert_eq!(values.buffered(), 0);
     }
     assert!(!o.saw_end());
@@ -568,4 +568,21 @@ fn garbage_never_panics() {
             let _ = o.finish();
         }
     }
+}
+
+#[test]
+fn newline_delimited_json_is_read_but_never_ends_by_its_framing() {
+    let body = concat!(
+        "{\"model\":\"llama3\",\"message\":{\"content\":\"Hi\"},\"done\":false}\n",
+        "{\"model\":\"llama3\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n",
+    );
+    let mut o = ResponseObserver::new(Some("application/x-ndjson"));
+    o.feed(body.as_bytes());
+    assert!(o.is_stream());
+    assert!(!o.saw_end(), "a document of a stream is not its end");
+    assert_eq!(o.finish().input_tokens, Some(3));
+    // The same bytes as one JSON body's worth: complete once closed.
+    let mut o = ResponseObserver::new(Some("application/json"));
+    o.feed(b"{\"usage\":{\"prompt_tokens\":3}}");
+    assert!(o.saw_end());
 }

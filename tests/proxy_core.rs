@@ -817,6 +817,7 @@ async fn a_client_that_leaves_after_done_completed_the_call_one_that_leaves_mid_
         assert!(Instant::now() < deadline, "{logs}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    assert!(!logs.contains(" ERROR "), "{logs}");
     let access = logs
         .lines()
         .filter(|l| l.contains("/v1/chat/completions -> 200"));

@@ -76,3 +76,27 @@ pub fn connect_head(data: &[u8]) {
         assert!(len <= data.len());
     }
 }
+
+/// The answer reader (usage, end of stream) over an upstream's bytes: JSON,
+/// SSE and AWS event streams, fed in pieces. The first byte picks the
+/// content type and the piece size.
+pub fn response_observer(data: &[u8]) {
+    const TYPES: &[&str] = &[
+        "application/json",
+        "text/event-stream",
+        "application/vnd.amazon.eventstream",
+    ];
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let content_type = TYPES[usize::from(selector) % TYPES.len()];
+    let piece = 1 + usize::from(selector / 4);
+    let mut observer =
+        crate::llm::usage::ResponseObserver::new(Some(content_type)).capturing_content(true);
+    for chunk in rest.chunks(piece) {
+        observer.feed(chunk);
+        let _ = observer.saw_end();
+    }
+    let usage = observer.finish();
+    assert!(usage.content.as_ref().is_none_or(|c| c.len() <= rest.len()));
+}

@@ -39,3 +39,8 @@ fn llm_request_corpus() {
 fn connect_head_corpus() {
     replay("connect_head", ecluse::fuzzing::connect_head);
 }
+
+#[test]
+fn response_observer_corpus() {
+    replay("response_observer", ecluse::fuzzing::response_observer);
+}

@@ -688,6 +688,296 @@ async fn client_disconnect_mid_stream_cancels_the_upstream_call() {
     assert_eq!(mock.completed_streams.load(Ordering::SeqCst), 0);
 }
 
+/// The line of the operation-duration histogram's count for calls that
+/// asked for `model`.
+fn duration_count_line(metrics: &str, model: &str) -> Option<String> {
+    let wanted = format!("gen_ai_request_model=\"{model}\"");
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gen_ai_client_operation_duration_seconds_count{") && l.contains(&wanted)
+        })
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_after_done_completed_the_call_one_that_leaves_mid_stream_aborted_it()
+{
+    // The upstream sends its events and then holds the body open: its last
+    // chunk is still in flight when the client, which has read `[DONE]`,
+    // closes its connection.
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        let first = chunk("data: {\"id\":\"c1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n");
+        let ends = body["model"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ends"));
+        let answer = match ends {
+            true => format!(
+                "{head}{first}{}{}",
+                chunk("data: {\"id\":\"c1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\n"),
+                chunk("data: [DONE]\n\n"),
+            ),
+            false => format!("{head}{first}"),
+        };
+        raw(answer, AfterRaw::Hang)
+    });
+    let s = setup_raw(handler, "").await;
+    let calls = [
+        ("ends-h1", "data: [DONE]", false),
+        ("cut-h1", "\"Hi\"", false),
+        ("ends-h2", "data: [DONE]", true),
+        ("cut-h2", "\"Hi\"", true),
+    ];
+    for (model, read_until, h2) in calls {
+        let body = format!(r#"{{"model":"{model}","stream":true,"messages":[]}}"#);
+        if h2 {
+            let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+            let req = hyper::Request::post("https://api.openai.com/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let resp = http2_send(tls, req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut stream = resp.into_body();
+            let mut seen = String::new();
+            while !seen.contains(read_until) {
+                let frame = tokio::time::timeout(Duration::from_secs(10), stream.frame())
+                    .await
+                    .expect("the events arrive")
+                    .expect("the stream goes on")
+                    .unwrap();
+                if let Ok(data) = frame.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            // Resets the stream and closes the connection.
+            drop(stream);
+        } else {
+            let mut tls = s
+                .proxy
+                .connect_tls("api.openai.com:443", &[b"http/1.1"])
+                .await;
+            tls.write_all(
+                format!(
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains(read_until) {
+                let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+                    .await
+                    .expect("the events arrive")
+                    .unwrap();
+                assert!(
+                    n > 0,
+                    "{model}: closed early: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+            // Abruptly: no TLS close_notify, the socket just goes.
+            drop(tls);
+        }
+        // Each call is on record before the next one starts, so that the
+        // access lines come in the order of the calls.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let (_, metrics) = s.proxy.admin_get("/metrics");
+            if let Some(line) = duration_count_line(&metrics, model) {
+                break line;
+            }
+            assert!(Instant::now() < deadline, "{metrics}\n{}", s.proxy.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let wanted = if model.starts_with("ends") {
+            "error_type=\"\""
+        } else {
+            "error_type=\"aborted\""
+        };
+        assert!(line.contains(wanted) && line.ends_with(" 1"), "{line}");
+    }
+    // The access line is written just after the metrics.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = s.proxy.logs();
+        let written = logs
+            .lines()
+            .filter(|l| l.contains("/v1/chat/completions -> 200"))
+            .count();
+        if written == calls.len() {
+            break logs;
+        }
+        assert!(Instant::now() < deadline, "{logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!logs.contains(" ERROR "), "{logs}");
+    let access = logs
+        .lines()
+        .filter(|l| l.contains("/v1/chat/completions -> 200"));
+    for ((model, _, _), line) in calls.iter().zip(access) {
+        if model.starts_with("ends") {
+            assert!(
+                line.contains("tokens 5/3") && !line.contains("aborted"),
+                "{line}"
+            );
+        } else {
+            assert!(line.contains("aborted after"), "{line}");
+        }
+    }
+}
+
+/// One AWS event-stream frame, encoded by the AWS SDK's own encoder.
+fn event_frame(event_type: &'static str, payload: &str) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let message = Message::new(payload.as_bytes().to_vec())
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event_type.into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+/// The sum of the token-usage histogram for one provider and token type.
+fn token_sum(metrics: &str, provider: &str, kind: &str) -> Option<String> {
+    let provider = format!("gen_ai_provider_name=\"{provider}\"");
+    let kind = format!("gen_ai_token_type=\"{kind}\"");
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gen_ai_client_token_usage_sum{")
+                && l.contains(&provider)
+                && l.contains(&kind)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_read_from_a_bedrock_event_stream_and_a_responses_stream() {
+    const BEDROCK: &str = "bedrock-runtime.eu-central-1.amazonaws.com";
+    let handler: Handler = Arc::new(|req: &Recorded| {
+        let (content_type, body): (&str, Vec<u8>) = if req.path.ends_with("/converse-stream") {
+            let frames = [
+                event_frame(
+                    "messageStart",
+                    r#"{"p":"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL","role":"assistant"}"#,
+                ),
+                event_frame(
+                    "contentBlockDelta",
+                    r#"{"contentBlockIndex":0,"delta":{"text":"Hallo"},"p":"abcdefgh"}"#,
+                ),
+                event_frame(
+                    "contentBlockStop",
+                    r#"{"contentBlockIndex":0,"p":"abcdefghijklmnopqrstu"}"#,
+                ),
+                event_frame(
+                    "messageStop",
+                    r#"{"p":"abcdefghijklmnopqrstuvwxyzABCDEF","stopReason":"end_turn"}"#,
+                ),
+                event_frame(
+                    "metadata",
+                    r#"{"metrics":{"latencyMs":300},"p":"abcdefghijklmnopq","usage":{"inputTokens":14,"outputTokens":9,"totalTokens":23}}"#,
+                ),
+            ];
+            ("application/vnd.amazon.eventstream", frames.concat())
+        } else {
+            let events = concat!(
+                "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"in_progress\",\"model\":\"gpt-4.1-2025-04-14\",\"output\":[],\"usage\":null}}\n\n",
+                "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\"}\n\n",
+                "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"completed\",\"model\":\"gpt-4.1-2025-04-14\",\"output\":[],\"usage\":{\"input_tokens\":37,\"output_tokens\":11,\"total_tokens\":48}}}\n\n",
+            );
+            ("text/event-stream", events.as_bytes().to_vec())
+        };
+        // Each frame or event in a chunk of its own would be as valid; one
+        // odd-sized split shows that frames are reassembled across chunks.
+        let (a, b) = body.split_at(body.len() / 3);
+        let mut wire = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        for part in [a, b] {
+            wire.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            wire.extend_from_slice(part);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        MockResponse::Raw {
+            bytes: Bytes::from(wire),
+            then: AfterRaw::KeepAlive,
+        }
+    });
+    let pki = TestPki::new();
+    let mock = MockUpstream::start_raw(
+        Some(pki.server_config(&["api.openai.com", BEDROCK])),
+        handler,
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[
+            ("api.openai.com:443", mock.addr),
+            (&format!("{BEDROCK}:443"), mock.addr),
+        ],
+        Some(&pki.ca_path),
+    ));
+    let calls = [
+        (
+            BEDROCK,
+            "/model/eu.anthropic.claude-sonnet-4-5-20250929-v1:0/converse-stream",
+            r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#,
+        ),
+        (
+            "api.openai.com",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","stream":true}"#,
+        ),
+    ];
+    for (host, path, body) in calls {
+        let tls = proxy
+            .connect_tls(&format!("{host}:443"), &[b"http/1.1"])
+            .await;
+        let resp = http1_send(tls, post_json(host, path, body)).await;
+        assert_eq!(resp.status(), 200, "{path}\n{}", proxy.logs());
+        assert!(!body_text(resp).await.is_empty());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = proxy.admin_get("/metrics");
+        let sums = [
+            token_sum(&metrics, "aws.bedrock", "input"),
+            token_sum(&metrics, "aws.bedrock", "output"),
+            token_sum(&metrics, "openai", "input"),
+            token_sum(&metrics, "openai", "output"),
+        ];
+        let want = ["14", "9", "37", "11"].map(|n| Some(n.to_string()));
+        if sums == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "token sums {sums:?}, want {want:?}\n{metrics}\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_hosts_are_tunnelled_untouched() {
     let pki = TestPki::new();

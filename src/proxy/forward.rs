@@ -211,6 +211,7 @@ impl Forwarder {
             .map(str::to_string);
         let mut observer =
             ResponseObserver::new(content_type.as_deref()).capturing_content(capture_content);
+        observer.note_headers(&response.headers);
         let mut answer = out.answer;
         if let Some(translator) = answer.as_deref() {
             reframe_for_translation(&mut response, translator, &host)?;
@@ -241,6 +242,7 @@ impl Forwarder {
                 .err();
         }
         result.usage = observer.finish();
+        result.streamed = observer.is_stream();
         result.first_chunk_at = observer.first_chunk_at;
         if result.aborted.is_none() && upstream.response_done() {
             self.release(upstream, &peer).await;
@@ -341,7 +343,13 @@ impl Forwarder {
     }
 
     /// Relays the body chunk by chunk as it arrives (SSE stays unbuffered),
-    /// watching the client so that its disconnect cancels the upstream call.
+    /// rewritten by `answer` when the app called another API than the
+    /// target's, watching the client so that its disconnect cancels the
+    /// upstream call.
+    ///
+    /// A client that leaves once the answer's final event (`[DONE]`,
+    /// `message_stop`, ...) was written to it has the whole answer: the call
+    /// is complete, not aborted, though the upstream's body has not ended.
     async fn stream_body(
         &self,
         session: &mut Session,
@@ -352,23 +360,36 @@ impl Forwarder {
         mut answer: Option<&mut (dyn AnswerTranslator + '_)>,
     ) -> Result<(), Cut> {
         let idle = self.timeouts.stream_idle;
-        let client_cut = |e: Box<Error>| Cut::Client(format!("client went away: {e}"));
+        // Whether the final event has been written to the client.
+        let mut delivered_end = false;
+        let client_cut = |delivered_end: bool, why: String| {
+            if delivered_end {
+                debug!("client left after the answer's final event: {why}");
+                Ok(())
+            } else {
+                Err(Cut::Client(why))
+            }
+        };
+        let went_away = |e: Box<Error>| format!("client went away: {e}");
         let untranslatable =
             |e: String| Cut::Upstream(format!("the answer of {host} cannot be translated: {e}"));
         if upstream.response_done() {
-            // The target's body was empty (or came with its head).
+            // The target's body was empty (or came with its head): the
+            // translator still owes its verdict and its closing events.
             if let Some(translator) = answer.as_deref_mut() {
                 let tail = translator.finish().map_err(untranslatable)?;
                 *sent += tail.len() as u64;
-                session
+                let written = match session
                     .write_response_body(Some(Bytes::from(tail)), true)
                     .await
-                    .map_err(client_cut)?;
-                session
-                    .downstream_session
-                    .finish_body()
-                    .await
-                    .map_err(client_cut)?;
+                {
+                    Ok(()) => session.downstream_session.finish_body().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    session.set_keepalive(None);
+                    return Err(Cut::Client(went_away(e)));
+                }
             }
             return Ok(());
         }
@@ -387,10 +408,13 @@ impl Forwarder {
                     }
                     Ok(Ok(chunk)) => chunk,
                 },
-                closed = client_gone(session) => return Err(Cut::Client(closed)),
+                closed = client_gone(session) => {
+                    session.set_keepalive(None);
+                    return client_cut(delivered_end, closed);
+                }
             };
             let done = upstream.response_done() || chunk.is_none();
-            match (chunk, answer.as_deref_mut()) {
+            let written = match (chunk, answer.as_deref_mut()) {
                 (Some(data), Some(translator)) => {
                     observer.feed(&data);
                     let mut out = translator.feed(&data).map_err(untranslatable)?;
@@ -398,11 +422,12 @@ impl Forwarder {
                         out.extend(translator.finish().map_err(untranslatable)?);
                     }
                     *sent += out.len() as u64;
-                    if !out.is_empty() || done {
+                    if out.is_empty() && !done {
+                        Ok(())
+                    } else {
                         session
                             .write_response_body(Some(Bytes::from(out)), done)
                             .await
-                            .map_err(client_cut)?;
                     }
                 }
                 (None, Some(translator)) => {
@@ -411,29 +436,24 @@ impl Forwarder {
                     session
                         .write_response_body(Some(Bytes::from(tail)), true)
                         .await
-                        .map_err(client_cut)?;
                 }
                 (Some(data), None) => {
                     *sent += data.len() as u64;
                     observer.feed(&data);
-                    session
-                        .write_response_body(Some(data), done)
-                        .await
-                        .map_err(client_cut)?;
+                    session.write_response_body(Some(data), done).await
                 }
-                (None, None) => {
-                    session
-                        .write_response_body(None, true)
-                        .await
-                        .map_err(client_cut)?;
-                }
+                (None, None) => session.write_response_body(None, true).await,
+            };
+            if let Err(e) = written {
+                session.set_keepalive(None);
+                return client_cut(delivered_end, went_away(e));
             }
-            if done || upstream.response_done() {
-                session
-                    .downstream_session
-                    .finish_body()
-                    .await
-                    .map_err(client_cut)?;
+            delivered_end = observer.saw_end();
+            if done {
+                if let Err(e) = session.downstream_session.finish_body().await {
+                    session.set_keepalive(None);
+                    return client_cut(delivered_end, went_away(e));
+                }
                 return Ok(());
             }
         }

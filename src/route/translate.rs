@@ -21,13 +21,27 @@ pub struct Translation {
     pub rename: &'static [(&'static str, &'static str, &'static str)],
     /// Top-level fields removed, per operation (`*` for every operation).
     pub drop: &'static [(&'static str, &'static str)],
+    /// Chat message roles the target does not know, and the role each
+    /// becomes (applied before `drop_in_messages`).
+    pub rename_roles: &'static [(&'static str, &'static str)],
     /// Fields removed from each chat message of these roles.
     pub drop_in_messages: &'static [(&'static str, &'static [&'static str])],
 }
 
 /// Mistral AI. Sources: https://docs.mistral.ai/api/ (chat completion and
 /// embeddings request schemas, which reject unknown fields with 422
-/// `extra_forbidden`).
+/// `extra_forbidden`), as published in Mistral's OpenAPI-generated client,
+/// github.com/mistralai/client-python 2.5.1 (2026-06-30),
+/// `docs/models/{chatcompletionrequest,embeddingrequest,systemmessage,
+/// usermessage,assistantmessage,toolmessage}.md`.
+///
+/// Chat accepts, besides OpenAI's core fields: `n`, `presence_penalty`,
+/// `frequency_penalty`, `stop`, `response_format` (`text`, `json_object`,
+/// `json_schema`), `tools`, `tool_choice`, `parallel_tool_calls`,
+/// `prediction`, `metadata`, `reasoning_effort` (none … xhigh),
+/// `prompt_cache_key`, and its own `random_seed`, `prompt_mode`,
+/// `safe_prompt`, `guardrails`: all passed. Embeddings accept `input`,
+/// `encoding_format`, `metadata`, `output_dimension`, `output_dtype`.
 pub const MISTRAL: Translation = Translation {
     operations: &[
         ("chat", "/chat/completions"),
@@ -39,6 +53,7 @@ pub const MISTRAL: Translation = Translation {
         ("chat", "max_completion_tokens", "max_tokens"),
         ("embeddings", "dimensions", "output_dimension"),
     ],
+    // OpenAI fields absent from Mistral's request schemas.
     drop: &[
         ("chat", "logprobs"),
         ("chat", "top_logprobs"),
@@ -46,21 +61,22 @@ pub const MISTRAL: Translation = Translation {
         ("chat", "stream_options"),
         ("chat", "store"),
         ("chat", "service_tier"),
-        ("chat", "metadata"),
         ("chat", "modalities"),
         ("chat", "audio"),
-        ("chat", "reasoning_effort"),
         ("chat", "web_search_options"),
         ("chat", "functions"),
         ("chat", "function_call"),
-        ("chat", "prompt_cache_key"),
         ("chat", "safety_identifier"),
         ("chat", "verbosity"),
         ("*", "user"),
     ],
+    // Mistral's messages are `system`, `user`, `assistant` and `tool` only;
+    // OpenAI's `developer` message is its system prompt.
+    rename_roles: &[("developer", "system")],
+    // System and user messages are `role` and `content` only; assistant
+    // messages add `tool_calls` and `prefix`; tool messages keep `name`.
     drop_in_messages: &[
         ("system", &["name"]),
-        ("developer", &["name"]),
         ("user", &["name"]),
         ("assistant", &["name", "refusal", "audio", "function_call"]),
     ],
@@ -76,6 +92,7 @@ pub const OPENAI_COMPATIBLE: Translation = Translation {
     ],
     rename: &[],
     drop: &[],
+    rename_roles: &[],
     drop_in_messages: &[],
 };
 
@@ -145,15 +162,31 @@ impl Dialect {
                 }
             }
         }
-        if operation == "chat" && !table.drop_in_messages.is_empty() {
+        let rewrites_messages =
+            !table.rename_roles.is_empty() || !table.drop_in_messages.is_empty();
+        if operation == "chat" && rewrites_messages {
             if let Some(Value::Array(messages)) = out.get_mut("messages") {
                 for message in messages {
+                    rename_role(message, table.rename_roles);
                     strip_message(message, table.drop_in_messages);
                 }
             }
         }
         out.insert("model".into(), Value::String(model.to_string()));
         Ok(Value::Object(out))
+    }
+}
+
+fn rename_role(message: &mut Value, renames: &[(&str, &str)]) {
+    let Some(role) = message.get_mut("role") else {
+        return;
+    };
+    let renamed = renames
+        .iter()
+        .find(|(from, _)| role.as_str() == Some(*from))
+        .map(|(_, to)| *to);
+    if let Some(to) = renamed {
+        *role = Value::String(to.to_string());
     }
 }
 

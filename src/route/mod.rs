@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod key;
+pub mod responses;
 pub mod translate;
 pub mod url;
 

@@ -559,18 +559,22 @@ fn call_item(id: &str, status: &str, call_id: &str, name: &str, arguments: &str)
     })
 }
 
-/// The target's error message, if a chat answer or chunk is an error.
+/// The target's error message and code, if a chat answer or chunk is an
+/// error (`{"error": {...}}`, `{"error": "..."}`, `{"object": "error", ...}`).
 fn error_of(v: &Value) -> Option<(String, Value)> {
-    let error = match v.get("error") {
-        Some(e @ Value::Object(_)) => e,
-        Some(Value::String(s)) => return Some((s.clone(), Value::Null)),
-        _ if v.get("object").and_then(Value::as_str) == Some("error") => v,
-        _ => return None,
-    };
+    match v.get("error") {
+        Some(e @ Value::Object(_)) => Some(error_fields(e)),
+        Some(Value::String(s)) => Some((s.clone(), Value::Null)),
+        _ if v.get("object").and_then(Value::as_str) == Some("error") => Some(error_fields(v)),
+        _ => None,
+    }
+}
+
+fn error_fields(error: &Value) -> (String, Value) {
     let message = match error.get("message") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
-        None => "the target failed".to_string(),
+        None => error.to_string(),
     };
     let code = error
         .get("code")
@@ -578,7 +582,7 @@ fn error_of(v: &Value) -> Option<(String, Value)> {
         .or_else(|| error.get("type"))
         .cloned()
         .unwrap_or(Value::Null);
-    Some((message, code))
+    (message, code)
 }
 
 struct JsonAnswer {
@@ -805,9 +809,7 @@ impl StreamAnswer {
         };
         let error = match (&chunk, name) {
             (Value::String(s), _) => Some((s.clone(), Value::Null)),
-            (_, "error") => {
-                Some(error_of(&chunk).unwrap_or_else(|| (chunk.to_string(), Value::Null)))
-            }
+            (_, "error") => Some(error_of(&chunk).unwrap_or_else(|| error_fields(&chunk))),
             _ => error_of(&chunk),
         };
         if let Some((message, code)) = error {
@@ -1106,5 +1108,224 @@ impl AnswerTranslator for StreamAnswer {
             return Ok(out);
         }
         Err("the target's stream ended before its answer was complete".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            token: "t".into(),
+            created_at: 1,
+        }
+    }
+
+    fn stream(input: &[u8]) -> (Vec<u8>, Result<Vec<u8>, String>) {
+        let mut t = answer_translator_at(true, "m", stamp());
+        let fed = t.feed(input).unwrap_or_default();
+        (fed, t.finish())
+    }
+
+    /// The `type`s of the events of a translated stream.
+    fn types(out: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn last_data(out: &[u8]) -> Value {
+        let text = String::from_utf8_lossy(out);
+        let line = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        serde_json::from_str(line).unwrap()
+    }
+
+    const TEXT: &str = r#"data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}
+
+"#;
+
+    #[test]
+    fn a_stream_cut_before_its_end_is_an_error() {
+        let (fed, end) = stream(TEXT.as_bytes());
+        assert_eq!(
+            types(&fed),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta"
+            ]
+        );
+        assert!(end.unwrap_err().contains("ended before"));
+        // Cut inside the first event: nothing was answered, still an error.
+        let (fed, end) = stream(&TEXT.as_bytes()[..20]);
+        assert!(fed.is_empty());
+        assert!(end.is_err());
+        assert!(stream(b"").1.is_err());
+    }
+
+    #[test]
+    fn a_finish_reason_without_done_ends_the_stream() {
+        let input = format!(
+            "{TEXT}data: {}\n\n",
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#
+        );
+        let (fed, end) = stream(input.as_bytes());
+        assert_eq!(types(&fed).last().unwrap(), "response.output_item.done");
+        let end = end.unwrap();
+        assert_eq!(types(&end), ["response.completed"]);
+        let done = last_data(&end);
+        assert_eq!(done["response"]["usage"]["total_tokens"], 4);
+        assert_eq!(done["response"]["output"][0]["content"][0]["text"], "Hi");
+        assert_eq!(done["sequence_number"], 8);
+    }
+
+    #[test]
+    fn an_empty_answer_is_an_empty_message() {
+        let input = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let (fed, end) = stream(input.as_bytes());
+        assert_eq!(end.unwrap(), Vec::<u8>::new());
+        let done = last_data(&fed);
+        assert_eq!(done["type"], "response.completed");
+        assert_eq!(done["response"]["output"][0]["content"][0]["text"], "");
+        assert_eq!(done["response"]["usage"], Value::Null);
+    }
+
+    #[test]
+    fn target_errors_fail_the_response() {
+        for input in [
+            "event: error\ndata: {\"message\":\"overloaded\",\"code\":\"busy\"}\n\n",
+            "event: error\ndata: overloaded\n\n",
+            "data: {\"object\":\"error\",\"message\":\"overloaded\",\"type\":\"busy\"}\n\n",
+        ] {
+            let (fed, end) = stream(input.as_bytes());
+            assert_eq!(
+                types(&fed),
+                [
+                    "response.created",
+                    "response.in_progress",
+                    "error",
+                    "response.failed"
+                ],
+                "{input}"
+            );
+            let failed = last_data(&fed);
+            assert_eq!(failed["response"]["status"], "failed");
+            assert_eq!(failed["response"]["error"]["message"], "overloaded");
+            // The failure ended the answer; nothing is owed.
+            assert_eq!(end.unwrap(), Vec::<u8>::new());
+        }
+    }
+
+    #[test]
+    fn malformed_streams_are_errors() {
+        let mut t = answer_translator_at(true, "m", stamp());
+        assert!(t.feed(b"data: {not json\n\n").is_err());
+        let mut t = answer_translator_at(true, "m", stamp());
+        let huge = format!("data: \"{}\"\n\n", "x".repeat(MAX_EVENT + 1));
+        assert!(t.feed(huge.as_bytes()).unwrap_err().contains("larger"));
+        let mut t = answer_translator_at(true, "m", stamp());
+        let call = |index: u32, name: &str, args: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                    {"index": index, "id": format!("c{index}"), "function": {"name": name, "arguments": args}}
+                ]}}]})
+            )
+        };
+        t.feed(call(0, "a", "{").as_bytes()).unwrap();
+        t.feed(call(1, "b", "{}").as_bytes()).unwrap();
+        let resumed = t.feed(call(0, "a", "}").as_bytes()).unwrap_err();
+        assert!(resumed.contains("resumed"), "{resumed}");
+        let mut t = answer_translator_at(true, "m", stamp());
+        let nameless = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n";
+        assert!(t.feed(nameless.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn text_after_a_tool_call_opens_a_new_message() {
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let input = [
+            chunk(json!({"content": "a"}), Value::Null),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}),
+                Value::Null,
+            ),
+            chunk(json!({"content": "b"}), json!("stop")),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let (fed, end) = stream(input.as_bytes());
+        assert!(end.is_ok());
+        let done = last_data(&fed);
+        let ids: Vec<&str> = done["response"]["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["msg_t", "fc_t_0", "msg_t_2"]);
+    }
+
+    #[test]
+    fn json_answers() {
+        let translate = |body: &[u8]| {
+            let mut t = answer_translator_at(false, "m", stamp());
+            t.feed(body)?;
+            t.finish()
+        };
+        assert!(translate(b"{\"choices\":").is_err());
+        assert!(translate(b"{\"choices\":[]}").is_err());
+        let error = br#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}"#;
+        assert_eq!(translate(error).unwrap(), error.to_vec());
+        let filtered = br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"x"},"finish_reason":"content_filter"}]}"#;
+        let out: Value = serde_json::from_slice(&translate(filtered).unwrap()).unwrap();
+        assert_eq!(out["status"], "incomplete");
+        assert_eq!(out["incomplete_details"]["reason"], "content_filter");
+        let mut t = answer_translator_at(false, "m", stamp());
+        assert!(t.feed(&vec![b' '; MAX_BODY + 1]).is_err());
+    }
+
+    #[test]
+    fn ids_are_fresh_per_answer() {
+        assert_ne!(Stamp::now().token, Stamp::now().token);
+    }
+
+    #[test]
+    fn requests() {
+        let out = request_to_chat(&json!({
+            "model": "m",
+            "input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "ok"}
+            ],
+            "background": false, "store": false, "some_future_field": 1
+        }))
+        .unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "m", "messages": [
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "ok"}
+            ]})
+        );
+        let err = request_to_chat(
+            &json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+        );
+        assert!(err.unwrap_err().starts_with("input[0]: \"input_audio\""));
     }
 }

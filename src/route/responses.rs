@@ -17,7 +17,9 @@
 //!   `max_output_tokens` (`max_tokens`), `temperature`, `top_p`, `stream`
 //!   (with `stream_options.include_usage` so usage arrives), `user`,
 //!   `safety_identifier`, `prompt_cache_key`, `reasoning.effort`
-//!   (`reasoning_effort`, which vLLM reads; the Mistral table drops it);
+//!   (`reasoning_effort` on vLLM's low/medium/high scale: `minimal` is
+//!   `low`, `xhigh` is `high`, `none` is left out; the Mistral table drops
+//!   it);
 //! - dropped, as they only steer OpenAI's own service and carry no meaning
 //!   for the answer: `store` (nothing is stored, at OpenAI or the target),
 //!   `metadata` (only read with stored completions), `service_tier`,
@@ -106,9 +108,10 @@ pub fn request_to_chat(body: &Value) -> Result<Value, String> {
     if let Some(effort) = fields
         .get("reasoning")
         .and_then(|r| r.get("effort"))
-        .filter(|v| !v.is_null())
+        .and_then(Value::as_str)
+        .and_then(reasoning_effort)
     {
-        out.insert("reasoning_effort".into(), effort.clone());
+        out.insert("reasoning_effort".into(), Value::String(effort.into()));
     }
     let same = [
         "temperature",
@@ -135,6 +138,17 @@ pub fn request_to_chat(body: &Value) -> Result<Value, String> {
         Some(_) => return Err("stream must be a boolean".into()),
     }
     Ok(Value::Object(out))
+}
+
+/// OpenAI's reasoning efforts on the `low`/`medium`/`high` scale that
+/// vLLM accepts; `none` asks for no reasoning, which is the chat default.
+fn reasoning_effort(effort: &str) -> Option<&'static str> {
+    match effort {
+        "minimal" | "low" => Some("low"),
+        "medium" => Some("medium"),
+        "high" | "xhigh" => Some("high"),
+        _ => None,
+    }
 }
 
 /// Features kept on OpenAI's servers: a reroute cannot take them along.
@@ -1297,6 +1311,52 @@ mod tests {
         assert_eq!(out["incomplete_details"]["reason"], "content_filter");
         let mut t = answer_translator_at(false, "m", stamp());
         assert!(t.feed(&vec![b' '; MAX_BODY + 1]).is_err());
+    }
+
+    /// Damaged target answers and requests are errors or answers, never
+    /// panics: bytes of real-looking inputs flipped, cut and split at
+    /// random (a fixed seed, so a failure replays).
+    #[test]
+    fn damaged_input_never_panics() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"tool_calls\":",
+            "[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},",
+            "\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}],",
+            "\"usage\":{\"prompt_tokens\":1}}\n\nevent: error\ndata: {\"error\":\"x\"}\n\ndata: [DONE]\n\n"
+        )
+        .as_bytes();
+        let json = br#"{"choices":[{"index":0,"message":{"content":[{"type":"text","text":"a"}],"tool_calls":[{"id":"c","function":{"name":"f","arguments":{}}}],"refusal":"r"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#;
+        let request = br#"{"model":"m","instructions":"i","input":[{"role":"user","content":[{"type":"input_text","text":"t"},{"type":"input_image","image_url":"u"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":[{"type":"input_text","text":"o"}]}],"tools":[{"type":"function","name":"f"}],"tool_choice":{"type":"function","name":"f"},"text":{"format":{"type":"json_schema","schema":{}}},"reasoning":{"effort":"high"},"stream":true}"#;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            for (input, kind) in [(stream, 0), (&json[..], 1), (&request[..], 2)] {
+                let mut bytes = input.to_vec();
+                for _ in 0..(next() % 4) {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] = b"{}[]\":,0a\n "[(next() % 11) as usize];
+                }
+                bytes.truncate(bytes.len() - (next() as usize % 8).min(bytes.len()));
+                if kind == 2 {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                        let _ = request_to_chat(&v);
+                    }
+                    continue;
+                }
+                let mut t = answer_translator_at(kind == 0, "m", stamp());
+                let split = (next() as usize) % (bytes.len() + 1);
+                let _ = t
+                    .feed(&bytes[..split])
+                    .and_then(|_| t.feed(&bytes[split..]));
+                let _ = t.finish();
+            }
+        }
     }
 
     #[test]

@@ -47,6 +47,24 @@ elif mode == "parse":
         city: str
     r = client.responses.parse(model="gpt-4o", input="Extract: Jean, Lyon", text_format=Contact)
     print(json.dumps({"name": r.output_parsed.name, "city": r.output_parsed.city}))
+elif mode == "json-length":
+    r = client.responses.create(model="gpt-4o", input="LONG", max_output_tokens=3)
+    print(json.dumps({"status": r.status, "reason": r.incomplete_details.reason, "text": r.output_text}))
+elif mode == "stream-error":
+    types, error, failed = [], None, None
+    with client.responses.stream(model="gpt-4o", input="FAIL") as s:
+        for event in s:
+            types.append(event.type)
+            if event.type == "error":
+                error = event.message
+            elif event.type == "response.failed":
+                failed = event.response.error.message
+        try:
+            s.get_final_response()
+            final = "returned"
+        except RuntimeError as e:
+            final = str(e)
+    print(json.dumps({"types": types, "error": error, "failed": failed, "final": final}))
 elif mode in ("stream", "stream-tool"):
     tools = [weather] if mode == "stream-tool" else []
     text, args, types = [], [], []
@@ -63,7 +81,24 @@ elif mode in ("stream", "stream-tool"):
                       "text": final.output_text, "calls": calls(final), "usage": usage(final)}))
 "#;
 
+/// The text of the call's last message, which picks the answer.
+fn last_text(request: &Value) -> &str {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+}
+
 fn chat_json(request: &Value) -> Value {
+    if last_text(request) == "LONG" {
+        return json!({
+            "id": "cmpl-2", "object": "chat.completion", "created": 1767225599, "model": "qwen3",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "The meeting"},
+                         "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 5, "total_tokens": 8, "completion_tokens": 3}
+        });
+    }
     let message = if request.get("tools").is_some() {
         json!({"role": "assistant", "content": "", "tool_calls": [{"id": "D681PevKs", "type": "function",
                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]})
@@ -95,6 +130,16 @@ fn chat_sse(request: &Value) -> String {
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
+    if last_text(request) == "FAIL" {
+        chunks.push(chunk(json!({"content": "Partial"}), Value::Null));
+        // vLLM's mid-stream error, then the end of its stream.
+        chunks.push(
+            json!({"error": {"object": "error", "message": "CUDA out of memory",
+                                     "type": "InternalServerError", "param": null, "code": 500}}),
+        );
+        let body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+        return body + "data: [DONE]\n\n";
+    }
     if request.get("tools").is_some() {
         chunks.push(chunk(json!({"content": "Je regarde."}), Value::Null));
         chunks.push(chunk(
@@ -263,4 +308,32 @@ fn sdk_streams_a_translated_tool_call() {
         json!([{"call_id": "chatcmpl-tool-a1", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}])
     );
     assert_eq!(got["usage"]["input"], 21);
+}
+
+#[test]
+fn sdk_reads_an_incomplete_answer() {
+    let (got, chat) = run_sdk("json-length");
+    assert_eq!(chat["max_tokens"], 3);
+    assert_eq!(
+        got,
+        json!({"status": "incomplete", "reason": "max_output_tokens", "text": "The meeting"})
+    );
+}
+
+#[test]
+fn sdk_sees_a_target_failure_mid_stream() {
+    let (got, _) = run_sdk("stream-error");
+    assert_eq!(got["error"], "CUDA out of memory", "{got}");
+    assert_eq!(got["failed"], "CUDA out of memory");
+    assert_eq!(
+        got["types"].as_array().unwrap().last().unwrap(),
+        "response.failed"
+    );
+    assert!(
+        got["final"]
+            .as_str()
+            .unwrap()
+            .contains("response.completed"),
+        "{got}"
+    );
 }

@@ -461,18 +461,17 @@ struct Base {
 }
 
 impl Base {
+    /// A `response` object. Fields that echo the request (`instructions`,
+    /// `tools`, `temperature`, ...) carry their defaults: the translator
+    /// sees only the answer, and SDKs read the answer's own fields.
     fn response(&self, status: &str, output: Vec<Value>, usage: Value) -> Value {
-        let incomplete = match status {
-            "incomplete" => json!({"reason": "max_output_tokens"}),
-            _ => Value::Null,
-        };
         json!({
             "id": format!("resp_{}", self.stamp.token),
             "object": "response",
             "created_at": self.stamp.created_at,
             "status": status,
             "error": null,
-            "incomplete_details": incomplete,
+            "incomplete_details": null,
             "instructions": null,
             "max_output_tokens": null,
             "model": self.model,

@@ -173,3 +173,143 @@ fn anthropic_translations_match_the_golden_files() {
         );
     }
 }
+
+/// Golden files of the Responses API translation (`tests/golden/responses`):
+/// `requests/*.json` hold a Responses request `in` and the chat request
+/// `out`, or the `error` it is refused with (a file may list `cases`);
+/// `answers/*.json` hold a chat answer `in` and the Responses answer `out`;
+/// `streams/<name>.in.sse` is a chat stream and `<name>.out.sse` the
+/// Responses stream made of it. Ids and times are fixed by `STAMP`.
+/// `ECLUSE_BLESS=1` writes missing `out` files, to be read before they are
+/// committed.
+mod responses {
+    use super::*;
+    use ecluse::route::responses::{answer_translator_at, request_to_chat, Stamp};
+
+    fn stamp() -> Stamp {
+        Stamp {
+            token: "0123456789abcdef".into(),
+            created_at: 1_767_225_600,
+        }
+    }
+
+    fn bless() -> bool {
+        std::env::var_os("ECLUSE_BLESS").is_some()
+    }
+
+    fn dir(sub: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/responses")
+            .join(sub)
+    }
+
+    #[test]
+    fn requests_match_the_golden_files() {
+        for (name, file) in cases("responses/requests") {
+            let list = match file.get("cases") {
+                Some(Value::Array(list)) => list.clone(),
+                _ => vec![file],
+            };
+            for (i, case) in list.iter().enumerate() {
+                let got = request_to_chat(&case["in"]);
+                match (&case["error"], got) {
+                    (Value::String(want), Err(e)) => {
+                        assert!(
+                            e.contains(want.as_str()),
+                            "{name}[{i}]: {e:?} lacks {want:?}"
+                        )
+                    }
+                    (Value::String(want), Ok(v)) => {
+                        panic!("{name}[{i}]: want an error with {want:?}, got {v}")
+                    }
+                    (_, Ok(v)) => assert_eq!(
+                        v,
+                        case["out"],
+                        "{name}[{i}]: got\n{}",
+                        serde_json::to_string_pretty(&v).unwrap()
+                    ),
+                    (_, Err(e)) => panic!("{name}[{i}]: {e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn answers_match_the_golden_files() {
+        for (name, case) in cases("responses/answers") {
+            let body = serde_json::to_vec(&case["in"]).unwrap();
+            let mut t = answer_translator_at(false, case["model"].as_str().unwrap(), stamp());
+            assert_eq!(t.content_type(), "application/json");
+            let mut out = Vec::new();
+            // Three pieces, to show the body is read whole whatever its split.
+            for piece in body.chunks(body.len() / 3 + 1) {
+                out.extend(t.feed(piece).unwrap());
+            }
+            out.extend(t.finish().unwrap());
+            let got: Value = serde_json::from_slice(&out).unwrap();
+            if case.get("out").is_none() && bless() {
+                let mut case = case.clone();
+                case["out"] = got;
+                let text = serde_json::to_string_pretty(&case).unwrap() + "\n";
+                std::fs::write(dir("answers").join(&name), text).unwrap();
+                continue;
+            }
+            assert_eq!(
+                got,
+                case["out"],
+                "{name}: got\n{}",
+                serde_json::to_string_pretty(&got).unwrap()
+            );
+        }
+    }
+
+    fn translate_stream(model: &str, pieces: &[&[u8]]) -> String {
+        let mut t = answer_translator_at(true, model, stamp());
+        assert_eq!(t.content_type(), "text/event-stream");
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend(t.feed(piece).unwrap());
+        }
+        out.extend(t.finish().unwrap());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn streams_match_the_golden_files_in_any_split() {
+        let mut seen = 0;
+        let mut names: Vec<_> = std::fs::read_dir(dir("streams"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".in.sse"))
+            .collect();
+        names.sort();
+        for name in names {
+            let stem = name.trim_end_matches(".in.sse");
+            let input = std::fs::read(dir("streams").join(&name)).unwrap();
+            let model = "gpt-4o";
+            let whole = translate_stream(model, &[&input]);
+            let want_path = dir("streams").join(format!("{stem}.out.sse"));
+            let want = match std::fs::read_to_string(&want_path) {
+                Ok(w) => w,
+                Err(_) if bless() => {
+                    std::fs::write(&want_path, &whole).unwrap();
+                    whole.clone()
+                }
+                Err(e) => panic!("{}: {e}", want_path.display()),
+            };
+            assert_eq!(whole, want, "{stem}: got\n{whole}");
+            for at in 0..=input.len() {
+                let (a, b) = input.split_at(at);
+                assert_eq!(
+                    translate_stream(model, &[a, b]),
+                    want,
+                    "{stem} split at {at}"
+                );
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(translate_stream(model, &bytes), want, "{stem} byte by byte");
+            seen += 1;
+        }
+        assert!(seen > 0, "no golden streams");
+    }
+}

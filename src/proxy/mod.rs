@@ -29,7 +29,7 @@ use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
 use crate::policy::verdict::{connect_verdict, request_verdict, RequestVerdict};
 use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::redact;
-use crate::reply::ProxyError;
+use crate::reply::{CallerApi, ProxyError};
 use crate::route::{self, RouteError};
 use crate::state::Shared;
 use crate::telemetry::{self, CallSpan};
@@ -76,6 +76,9 @@ pub struct RequestCtx {
     /// The id of the call's decision, once made: later records of the same
     /// call (a truncated answer) carry it too.
     decision_id: Option<String>,
+    /// The API the app called, once its call was read: errors are answered
+    /// in its shape.
+    caller: Option<CallerApi>,
 }
 
 /// What the GenAI span and metrics say about a call.
@@ -192,6 +195,7 @@ impl EgressProxy {
         )
         .await?;
         let call = self.describe(session.req_header(), &snapshot, &admitted, declared?, &body)?;
+        ctx.caller = Some(CallerApi::from_api(call.parsed.api.as_deref()));
         let decision = self.decide(ctx, &snapshot, &call);
         let decision_id = audit::new_decision_id();
         self.record(ctx, &snapshot, &call, &body, &decision, &decision_id);
@@ -279,7 +283,7 @@ impl EgressProxy {
             header,
             body: OutboundBody::Streamed,
             response_headers: Vec::new(),
-            translate_errors: false,
+            translate_errors: None,
         };
         self.send(session, ctx, outbound).await
     }
@@ -793,7 +797,7 @@ impl EgressProxy {
             header,
             body: OutboundBody::Buffered(delivery.body),
             response_headers: delivery.response_headers,
-            translate_errors: delivery.rerouted,
+            translate_errors: delivery.rerouted.then(|| ctx.caller.unwrap_or_default()),
         };
         let result = self.send(session, ctx, outbound).await;
         match &result {
@@ -906,12 +910,17 @@ impl EgressProxy {
             // Unread request bytes must never be parsed as the next request.
             session.set_keepalive(None);
         }
-        let body = error.body();
-        let Ok(mut header) = ResponseHeader::build(error.status(), Some(4)) else {
+        let caller = ctx.caller.unwrap_or_else(|| self.caller_api(session, ctx));
+        let rendered = error.render(caller);
+        let body = rendered.body;
+        let Ok(mut header) = ResponseHeader::build(rendered.status, Some(4)) else {
             return;
         };
-        let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = header.insert_header(http::header::CONTENT_TYPE, rendered.content_type);
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        for (name, value) in rendered.headers {
+            let _ = header.insert_header(name, value);
+        }
         if let ProxyError::Denied {
             decision_id: Some(id),
             ..
@@ -928,6 +937,25 @@ impl EgressProxy {
         {
             discard_unread_body(session).await;
         }
+    }
+}
+
+impl EgressProxy {
+    /// The API of a call refused before its body was read: the registry's
+    /// for the destination host, else the one its path looks like.
+    fn caller_api(&self, session: &Session, ctx: &RequestCtx) -> CallerApi {
+        let host = ctx
+            .destination
+            .as_ref()
+            .map(|a| a.host.clone())
+            .or_else(|| tunnel_target(session).map(|t| t.authority.host));
+        let snapshot = self.shared.snapshot.load();
+        if let Some(provider) = host.and_then(|h| snapshot.registry.lookup(&h)) {
+            return CallerApi::from_api(Some(&provider.api));
+        }
+        let req = session.req_header();
+        let guessed = llm::parse_request(None, req.method.as_str(), request_path(req), b"");
+        CallerApi::from_api(guessed.api.as_deref())
     }
 }
 
@@ -1176,6 +1204,7 @@ impl ProxyHttp for EgressProxy {
             traceparent: None,
             cut_short: false,
             decision_id: None,
+            caller: None,
         }
     }
 

@@ -540,6 +540,21 @@ impl EgressProxy {
         };
         ctx.action = action;
         let none = std::collections::BTreeMap::new();
+        let conflicts =
+            outbound::signed_conflicts(session.req_header(), add.unwrap_or(&none), remove);
+        if !conflicts.is_empty() {
+            ctx.action = CallAction::Deny;
+            return Err(ProxyError::Denied {
+                reason: format!(
+                    "{}; but the decision changes {}, which the request's signature covers",
+                    decision.reason,
+                    conflicts.join(", ")
+                ),
+                rule: decision.rule.clone(),
+                status: 403,
+                decision_id: Some(decision_id),
+            });
+        }
         let header = outbound::build(
             session.req_header(),
             &outbound::Spec {
@@ -773,16 +788,21 @@ impl EgressProxy {
         let tel = &self.shared.telemetry;
         let upstream_span = tel.child(&ctx.span, "ecluse.upstream", SpanKind::Client);
         let mut header = delivery.header;
-        if let Some(traceparent) = &ctx.traceparent {
+        // A trace header the app signed goes as it is (see outbound).
+        let signed = outbound::signed_headers(&header);
+        let traced = !signed.contains("traceparent") && !signed.contains("tracestate");
+        if let (Some(traceparent), true) = (&ctx.traceparent, traced) {
             let _ = header.insert_header("traceparent", traceparent.as_str());
         }
         if tel.enabled() {
-            // The upstream continues ecluse's trace, not the app's directly.
-            header.remove_header("traceparent");
-            header.remove_header("tracestate");
-            tel.inject(&upstream_span, |k, v| {
-                let _ = header.insert_header(k.to_string(), v);
-            });
+            if traced {
+                // The upstream continues ecluse's trace, not the app's directly.
+                header.remove_header("traceparent");
+                header.remove_header("tracestate");
+                tel.inject(&upstream_span, |k, v| {
+                    let _ = header.insert_header(k.to_string(), v);
+                });
+            }
             upstream_span.set(vec![
                 KeyValue::new("server.address", delivery.authority.host.clone()),
                 KeyValue::new("server.port", i64::from(delivery.authority.port)),

@@ -242,6 +242,17 @@ impl CallerApi {
     }
 }
 
+/// The API a call is answered in when it was refused before its body was
+/// read: the registry's `api` for its host, else the API its path looks
+/// like (a host the registry does not know), else OpenAI's.
+pub fn caller_before_read(registry_api: Option<&str>, method: &str, path: &str) -> CallerApi {
+    if registry_api.is_some() {
+        return CallerApi::from_api(registry_api);
+    }
+    let guessed = crate::llm::parse_request(None, method, path, b"");
+    CallerApi::from_api(guessed.api.as_deref())
+}
+
 /// An error answer, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -560,6 +571,44 @@ mod tests {
             if want != CallerApi::OpenAi {
                 assert_eq!(Some(want.name()), api);
             }
+        }
+    }
+
+    #[test]
+    fn callers_refused_before_their_body_was_read() {
+        let table: &[(Option<&str>, &str, &str, CallerApi)] = &[
+            (
+                Some("bedrock"),
+                "POST",
+                "/model/m/converse",
+                CallerApi::Bedrock,
+            ),
+            // The registry's API wins over the path's look.
+            (Some("openai"), "POST", "/v1/messages", CallerApi::OpenAi),
+            (Some("anthropic"), "GET", "/", CallerApi::Anthropic),
+            (None, "POST", "/v1/messages", CallerApi::Anthropic),
+            (
+                None,
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                CallerApi::Gemini,
+            ),
+            (
+                None,
+                "POST",
+                "/model/anthropic.claude-v2%3A1/invoke",
+                CallerApi::Bedrock,
+            ),
+            (None, "POST", "/v2/chat", CallerApi::Cohere),
+            (None, "POST", "/v1/chat/completions", CallerApi::OpenAi),
+            (None, "GET", "/healthz", CallerApi::OpenAi),
+        ];
+        for (registry, method, path, want) in table {
+            assert_eq!(
+                caller_before_read(*registry, method, path),
+                *want,
+                "{registry:?} {method} {path}"
+            );
         }
     }
 

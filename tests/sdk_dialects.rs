@@ -382,3 +382,114 @@ fn verify_sigv4(req: &Recorded) -> serde_json::Value {
         |_| serde_json::json!({"valid": false, "error": String::from_utf8_lossy(&out.stderr)}),
     )
 }
+
+/// A call refused before its body is read (a bad declaration, announced
+/// with `Expect: 100-continue`) is answered in the shape of its host's API,
+/// as the registry names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&HOSTS)),
+        Arc::new(|_: &Recorded| MockResponse::json(500, serde_json::json!({"unexpected": true}))),
+    )
+    .await;
+    let resolve: Vec<(String, std::net::SocketAddr)> = HOSTS
+        .iter()
+        .map(|h| (format!("{h}:443"), mock.addr))
+        .collect();
+    let resolve: Vec<(&str, std::net::SocketAddr)> =
+        resolve.iter().map(|(h, a)| (h.as_str(), *a)).collect();
+    let proxy = Proxy::start(&upstream_yaml(&resolve, Some(&pki.ca_path)));
+    let ca = proxy.ca_path();
+    // (url, pointer to the message, pointer to the kind, kind, header)
+    let cases: [(&str, &str, &str, &str, Option<(&str, &str)>); 5] = [
+        (
+            "https://api.openai.com/v1/chat/completions",
+            "/error/message",
+            "/error/type",
+            "invalid_request_error",
+            None,
+        ),
+        (
+            "https://api.anthropic.com/v1/messages",
+            "/error/message",
+            "/error/type",
+            "invalid_request_error",
+            None,
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
+            "/error/message",
+            "/error/status",
+            "INVALID_ARGUMENT",
+            None,
+        ),
+        (
+            "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse",
+            "/message",
+            "/code",
+            "",
+            Some(("x-amzn-errortype", "ValidationException")),
+        ),
+        (
+            "https://api.cohere.com/v2/chat",
+            "/message",
+            "/code",
+            "invalid_header",
+            None,
+        ),
+    ];
+    for (url, message_at, kind_at, kind, header) in cases {
+        let (code, out, err) = curl(&[
+            "-x",
+            &proxy.proxy_url(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--http1.1",
+            "-i",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-data-classification: top-secret",
+            "-H",
+            "expect: 100-continue",
+            "--data-binary",
+            "{}",
+            url,
+        ]);
+        assert_eq!(code, 0, "{url}: {err}\n{}", proxy.logs());
+        let (head, body) = out.rsplit_once("\r\n\r\n").unwrap();
+        // The proxy's own `200 Connection Established` comes first.
+        let head = &head[head.rfind("HTTP/").unwrap_or(0)..];
+        assert!(head.starts_with("HTTP/1.1 400"), "{url}: {head}");
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
+        let message = v
+            .pointer(message_at)
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        assert!(
+            message.contains("invalid x-data-classification header"),
+            "{url}: {v}"
+        );
+        if !kind.is_empty() {
+            assert_eq!(
+                v.pointer(kind_at).and_then(|k| k.as_str()),
+                Some(kind),
+                "{url}: {v}"
+            );
+        } else {
+            assert!(v.pointer(kind_at).is_none(), "{url}: {v}");
+        }
+        if let Some((name, value)) = header {
+            let line = format!("{name}: {value}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&line.to_ascii_lowercase()),
+                "{url}: {head}"
+            );
+        }
+    }
+    assert!(mock.recorded().is_empty());
+}

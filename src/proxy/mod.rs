@@ -29,7 +29,7 @@ use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
 use crate::policy::verdict::{connect_verdict, request_verdict, RequestVerdict};
 use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::redact;
-use crate::reply::{CallerApi, ProxyError};
+use crate::reply::{self, CallerApi, ProxyError};
 use crate::route::{self, RouteError};
 use crate::state::Shared;
 use crate::telemetry::{self, CallSpan};
@@ -970,12 +970,11 @@ impl EgressProxy {
             .map(|a| a.host.clone())
             .or_else(|| tunnel_target(session).map(|t| t.authority.host));
         let snapshot = self.shared.snapshot.load();
-        if let Some(provider) = host.and_then(|h| snapshot.registry.lookup(&h)) {
-            return CallerApi::from_api(Some(&provider.api));
-        }
+        let registry_api = host
+            .and_then(|h| snapshot.registry.lookup(&h))
+            .map(|p| p.api.as_str());
         let req = session.req_header();
-        let guessed = llm::parse_request(None, req.method.as_str(), request_path(req), b"");
-        CallerApi::from_api(guessed.api.as_deref())
+        reply::caller_before_read(registry_api, req.method.as_str(), request_path(req))
     }
 }
 

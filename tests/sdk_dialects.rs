@@ -403,7 +403,14 @@ async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
     let proxy = Proxy::start(&upstream_yaml(&resolve, Some(&pki.ca_path)));
     let ca = proxy.ca_path();
     // (url, pointer to the message, pointer to the kind, kind, header)
-    let cases: [(&str, &str, &str, &str, Option<(&str, &str)>); 5] = [
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+    );
+    let cases: [Case; 5] = [
         (
             "https://api.openai.com/v1/chat/completions",
             "/error/message",

@@ -91,10 +91,13 @@ def declare(request, **kwargs):
     request.headers["Accept-Encoding"] = "gzip"
 
 client.meta.events.register("before-sign.bedrock-runtime.Converse", declare)
-r = client.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
-                    messages=[{"role": "user", "content": [{"text": "What is the capital of France?"}]}])
-print(json.dumps({"text": r["output"]["message"]["content"][0]["text"],
-                  "stop": r["stopReason"], "tokens": r["usage"]["totalTokens"]}))
+try:
+    r = client.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                        messages=[{"role": "user", "content": [{"text": "What is the capital of France?"}]}])
+    print(json.dumps({"text": r["output"]["message"]["content"][0]["text"],
+                      "stop": r["stopReason"], "tokens": r["usage"]["totalTokens"]}))
+except client.exceptions.AccessDeniedException as e:
+    print(json.dumps({"denied": e.response["Error"]["Message"]}))
 "#;
 
 /// Recomputes the SigV4 signature of a received request with botocore's
@@ -499,4 +502,58 @@ async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
         }
     }
     assert!(mock.recorded().is_empty());
+}
+
+/// A policy that would remove a header the app signed refuses the call, in
+/// Bedrock's shape, rather than send a call whose signature fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_would_break_a_signature_refuses_the_call() {
+    let host = "bedrock-runtime.us-east-1.amazonaws.com";
+    let pki = TestPki::new();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&[host])),
+        Arc::new(|_: &Recorded| MockResponse::json(500, serde_json::json!({"unexpected": true}))),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    copy_default_policies(&policies);
+    let egress = policies.join("egress.rego");
+    let rego = std::fs::read_to_string(&egress).unwrap();
+    let allowed = r#""allowed": true, "rule": "egress.allowed","#;
+    assert!(rego.contains(allowed));
+    std::fs::write(
+        &egress,
+        rego.replace(
+            allowed,
+            &format!(r#"{allowed} "request_headers_to_remove": ["x-data-classification"],"#),
+        ),
+    )
+    .unwrap();
+    let yaml = format!(
+        "policy:\n  dir: {}\n{}",
+        policies.display(),
+        upstream_yaml(&[(&format!("{host}:443"), mock.addr)], Some(&pki.ca_path))
+    );
+    let proxy = Arc::new(Proxy::start_in(dir, &yaml));
+    let bundle = Arc::new(bundle(&proxy));
+    let stdout = {
+        let (proxy, bundle) = (proxy.clone(), bundle.clone());
+        tokio::task::spawn_blocking(move || {
+            python(SIGNED, &[], &[("AWS_CA_BUNDLE", &bundle)], &proxy)
+        })
+        .await
+        .unwrap()
+    };
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let denied = got["denied"].as_str().unwrap_or_default();
+    assert!(
+        denied.contains("x-data-classification") && denied.contains("signature"),
+        "{got}"
+    );
+    assert!(mock.recorded().is_empty(), "the call left");
+    assert!(
+        proxy.logs().contains("ecluse.signed_header_changed"),
+        "no record of the refusal"
+    );
 }

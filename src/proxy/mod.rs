@@ -43,6 +43,10 @@ use outbound::{BodyFraming, Rewrite};
 /// The error `request_filter` ends with when an answer broke off midway.
 const CUT_SHORT: ErrorType = ErrorType::new("AnswerCutShort");
 
+/// The rule of a call refused because its decision would change a header
+/// that the request's signature covers.
+const SIGNED_HEADER_RULE: &str = "ecluse.signed_header_changed";
+
 /// A rerouted call's body is parsed into a document to be translated; a
 /// tree of this many values is ~35 MB at worst (one-letter strings).
 const MAX_TRANSLATED_JSON_VALUES: u64 = 500_000;
@@ -544,13 +548,17 @@ impl EgressProxy {
             outbound::signed_conflicts(session.req_header(), add.unwrap_or(&none), remove);
         if !conflicts.is_empty() {
             ctx.action = CallAction::Deny;
+            let reason = format!(
+                "{}; but the decision changes {}, which the request's signature covers",
+                decision.reason,
+                conflicts.join(", ")
+            );
+            // The decision on record allowed the call: this says why it
+            // did not leave, under the same decision id.
+            self.record_outcome(session, ctx, "deny", SIGNED_HEADER_RULE, &reason);
             return Err(ProxyError::Denied {
-                reason: format!(
-                    "{}; but the decision changes {}, which the request's signature covers",
-                    decision.reason,
-                    conflicts.join(", ")
-                ),
-                rule: decision.rule.clone(),
+                reason,
+                rule: SIGNED_HEADER_RULE.into(),
                 status: 403,
                 decision_id: Some(decision_id),
             });

@@ -450,20 +450,27 @@ async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
             None,
         ),
     ];
-    for (url, message_at, kind_at, kind, header) in cases {
+    let over = [
+        ("--http1.1", "HTTP/1.1 400", "expect: 100-continue"),
+        ("--http2", "HTTP/2 400", "expect:"),
+    ];
+    for ((url, message_at, kind_at, kind, header), (http, status_line, expect)) in cases
+        .into_iter()
+        .flat_map(|case| over.into_iter().map(move |h| (case, h)))
+    {
         let (code, out, err) = curl(&[
             "-x",
             &proxy.proxy_url(),
             "--cacert",
             ca.to_str().unwrap(),
-            "--http1.1",
+            http,
             "-i",
             "-H",
             "content-type: application/json",
             "-H",
             "x-data-classification: top-secret",
             "-H",
-            "expect: 100-continue",
+            expect,
             "--data-binary",
             "{}",
             url,
@@ -472,7 +479,7 @@ async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
         let (head, body) = out.rsplit_once("\r\n\r\n").unwrap();
         // The proxy's own `200 Connection Established` comes first.
         let head = &head[head.rfind("HTTP/").unwrap_or(0)..];
-        assert!(head.starts_with("HTTP/1.1 400"), "{url}: {head}");
+        assert!(head.starts_with(status_line), "{url} {http}: {head}");
         let v: serde_json::Value =
             serde_json::from_str(body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
         let message = v

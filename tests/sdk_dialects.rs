@@ -185,7 +185,7 @@ const HOSTS: [&str; 5] = [
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_sdk_raises_its_own_permission_error_with_eclusess_reason() {
+async fn each_sdk_raises_its_own_permission_error_with_ecluses_reason() {
     let pki = TestPki::new();
     let mock = MockUpstream::start(
         Some(pki.server_config(&HOSTS)),

@@ -24,7 +24,7 @@ pub mod policy;
 mod polling;
 pub(crate) mod proxy;
 pub(crate) mod redact;
-pub(crate) mod reply;
+pub mod reply;
 pub(crate) mod revision;
 pub mod route;
 pub(crate) mod source;

@@ -27,9 +27,9 @@ use crate::config::Timeouts;
 use crate::llm::usage::{ResponseObserver, Usage};
 use crate::proxy::checks;
 use crate::proxy::pool::UpstreamPool;
-use crate::reply::ProxyError;
+use crate::reply::{CallerApi, ProxyError};
 use crate::route::answer::AnswerTranslator;
-use crate::route::translate::openai_error;
+use crate::route::translate::target_error;
 
 pub enum OutboundBody {
     /// Read in full before deciding; may be re-sent on a stale pooled connection.
@@ -46,8 +46,9 @@ pub struct Outbound<'a> {
     pub body: OutboundBody,
     /// Added to the response sent to the client.
     pub response_headers: Vec<(&'static str, String)>,
-    /// Rewrite non-2xx answers into OpenAI's error shape (rerouted calls).
-    pub translate_errors: bool,
+    /// Rewrite non-2xx answers into the error shape of the API the app
+    /// called (rerouted calls).
+    pub translate_errors: Option<CallerApi>,
     /// Rewrites a successful answer into the API the app called (a
     /// rerouted call translated to chat completions).
     pub answer: Option<Box<dyn AnswerTranslator>>,
@@ -195,9 +196,9 @@ impl Forwarder {
             let _ = response.insert_header(*name, value.as_str());
         }
         let status = response.status.as_u16();
-        if out.translate_errors && status >= 400 {
+        if let (Some(caller), true) = (out.translate_errors, status >= 400) {
             let result = self
-                .answer_translated_error(session, &mut upstream, response, &host)
+                .answer_translated_error(session, &mut upstream, response, &host, caller)
                 .await;
             if result.is_ok() && upstream.response_done() {
                 self.release(upstream, &peer).await;
@@ -252,13 +253,15 @@ impl Forwarder {
         Ok(result)
     }
 
-    /// Reads a target's error answer whole and sends it in OpenAI's shape.
+    /// Reads a target's error answer whole and sends it in the shape of the
+    /// API the app called.
     async fn answer_translated_error(
         &self,
         session: &mut Session,
         upstream: &mut ClientSession,
         mut response: ResponseHeader,
         host: &str,
+        caller: CallerApi,
     ) -> Result<Forwarded, ProxyError> {
         let status = response.status.as_u16();
         let mut body = Vec::new();
@@ -288,10 +291,14 @@ impl Forwarder {
                 None => break,
             }
         }
-        let translated = Bytes::from(openai_error(status, &body));
+        let rendered = target_error(caller, status, &body);
+        let translated = rendered.body;
         response.remove_header(&http::header::TRANSFER_ENCODING);
         response.remove_header(&http::header::CONTENT_ENCODING);
-        let _ = response.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = response.insert_header(http::header::CONTENT_TYPE, rendered.content_type);
+        for (name, value) in rendered.headers {
+            let _ = response.insert_header(name, value);
+        }
         let _ = response.insert_header(http::header::CONTENT_LENGTH, translated.len().to_string());
         session
             .write_response_header(Box::new(response), false)

@@ -29,7 +29,7 @@ use crate::policy::input::{self, DestinationDoc, RequestInput, Scheme};
 use crate::policy::verdict::{connect_verdict, request_verdict, RequestVerdict};
 use crate::policy::{ConnectAction, Decision, Route, Snapshot};
 use crate::redact;
-use crate::reply::ProxyError;
+use crate::reply::{self, CallerApi, ProxyError};
 use crate::route::answer::AnswerTranslator;
 use crate::route::{self, RouteError};
 use crate::state::{Gate, Lifecycle, Recorders};
@@ -43,6 +43,10 @@ use outbound::{BodyFraming, Rewrite};
 
 /// The error `request_filter` ends with when an answer broke off midway.
 const CUT_SHORT: ErrorType = ErrorType::new("AnswerCutShort");
+
+/// The rule of a call refused because its decision would change a header
+/// that the request's signature covers.
+const SIGNED_HEADER_RULE: &str = "ecluse.signed_header_changed";
 
 /// A rerouted call's body is parsed into a document to be translated; a
 /// tree of this many values is ~35 MB at worst (one-letter strings).
@@ -80,6 +84,9 @@ pub struct RequestCtx {
     /// The id of the call's decision, once made: later records of the same
     /// call (a truncated answer) carry it too.
     decision_id: Option<String>,
+    /// The API the app called, once its call was read: errors are answered
+    /// in its shape.
+    caller: Option<CallerApi>,
 }
 
 /// What the GenAI span and metrics say about a call.
@@ -208,6 +215,7 @@ impl EgressProxy {
         )
         .await?;
         let call = self.describe(session.req_header(), &snapshot, &admitted, declared?, &body)?;
+        ctx.caller = Some(CallerApi::from_api(call.parsed.api.as_deref()));
         let decision = self.decide(ctx, &snapshot, &call);
         let decision_id = audit::new_decision_id();
         self.record(ctx, &snapshot, &call, &body, &decision, &decision_id);
@@ -295,7 +303,7 @@ impl EgressProxy {
             header,
             body: OutboundBody::Streamed,
             response_headers: Vec::new(),
-            translate_errors: false,
+            translate_errors: None,
             answer: None,
         };
         self.send(session, ctx, outbound).await
@@ -553,6 +561,25 @@ impl EgressProxy {
         };
         ctx.action = action;
         let none = std::collections::BTreeMap::new();
+        let conflicts =
+            outbound::signed_conflicts(session.req_header(), add.unwrap_or(&none), remove);
+        if !conflicts.is_empty() {
+            ctx.action = CallAction::Deny;
+            let reason = format!(
+                "{}; but the decision changes {}, which the request's signature covers",
+                decision.reason,
+                conflicts.join(", ")
+            );
+            // The decision on record allowed the call: this says why it
+            // did not leave, under the same decision id.
+            self.record_outcome(session, ctx, "deny", SIGNED_HEADER_RULE, &reason);
+            return Err(ProxyError::Denied {
+                reason,
+                rule: SIGNED_HEADER_RULE.into(),
+                status: 403,
+                decision_id: Some(decision_id),
+            });
+        }
         let header = outbound::build(
             session.req_header(),
             &outbound::Spec {
@@ -792,16 +819,21 @@ impl EgressProxy {
         let tel = &self.recorders.telemetry;
         let upstream_span = tel.child(&ctx.span, "ecluse.upstream", SpanKind::Client);
         let mut header = delivery.header;
-        if let Some(traceparent) = &ctx.traceparent {
+        // A trace header the app signed goes as it is (see outbound).
+        let signed = outbound::signed_headers(&header);
+        let traced = !signed.contains("traceparent") && !signed.contains("tracestate");
+        if let (Some(traceparent), true) = (&ctx.traceparent, traced) {
             let _ = header.insert_header("traceparent", traceparent.as_str());
         }
         if tel.enabled() {
-            // The upstream continues ecluse's trace, not the app's directly.
-            header.remove_header("traceparent");
-            header.remove_header("tracestate");
-            tel.inject(&upstream_span, |k, v| {
-                let _ = header.insert_header(k.to_string(), v);
-            });
+            if traced {
+                // The upstream continues ecluse's trace, not the app's directly.
+                header.remove_header("traceparent");
+                header.remove_header("tracestate");
+                tel.inject(&upstream_span, |k, v| {
+                    let _ = header.insert_header(k.to_string(), v);
+                });
+            }
             upstream_span.set(vec![
                 KeyValue::new("server.address", delivery.authority.host.clone()),
                 KeyValue::new("server.port", i64::from(delivery.authority.port)),
@@ -816,7 +848,7 @@ impl EgressProxy {
             header,
             body: OutboundBody::Buffered(delivery.body),
             response_headers: delivery.response_headers,
-            translate_errors: delivery.rerouted,
+            translate_errors: delivery.rerouted.then(|| ctx.caller.unwrap_or_default()),
             answer: delivery.answer,
         };
         let result = self.send(session, ctx, outbound).await;
@@ -930,12 +962,17 @@ impl EgressProxy {
             // Unread request bytes must never be parsed as the next request.
             session.set_keepalive(None);
         }
-        let body = error.body();
-        let Ok(mut header) = ResponseHeader::build(error.status(), Some(4)) else {
+        let caller = ctx.caller.unwrap_or_else(|| self.caller_api(session, ctx));
+        let rendered = error.render(caller);
+        let body = rendered.body;
+        let Ok(mut header) = ResponseHeader::build(rendered.status, Some(4)) else {
             return;
         };
-        let _ = header.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = header.insert_header(http::header::CONTENT_TYPE, rendered.content_type);
         let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        for (name, value) in rendered.headers {
+            let _ = header.insert_header(name, value);
+        }
         if let ProxyError::Denied {
             decision_id: Some(id),
             ..
@@ -952,6 +989,24 @@ impl EgressProxy {
         {
             discard_unread_body(session).await;
         }
+    }
+}
+
+impl EgressProxy {
+    /// The API of a call refused before its body was read: the registry's
+    /// for the destination host, else the one its path looks like.
+    fn caller_api(&self, session: &Session, ctx: &RequestCtx) -> CallerApi {
+        let host = ctx
+            .destination
+            .as_ref()
+            .map(|a| a.host.clone())
+            .or_else(|| tunnel_target(session).map(|t| t.authority.host));
+        let snapshot = self.gate.snapshot.load();
+        let registry_api = host
+            .and_then(|h| snapshot.registry.lookup(&h))
+            .map(|p| p.api.as_str());
+        let req = session.req_header();
+        reply::caller_before_read(registry_api, req.method.as_str(), request_path(req))
     }
 }
 
@@ -1200,6 +1255,7 @@ impl ProxyHttp for EgressProxy {
             traceparent: None,
             cut_short: false,
             decision_id: None,
+            caller: None,
         }
     }
 

@@ -91,11 +91,15 @@ pub fn build(client: &RequestHeader, spec: &Spec<'_>) -> Result<RequestHeader, P
         out.append_header(name.clone(), value.clone())
             .map_err(|e| ProxyError::BadRequest(format!("header {lower}: {e}")))?;
     }
-    out.insert_header(
-        http::header::HOST,
-        host_header(spec.authority, spec.default_port),
-    )
-    .map_err(|e| ProxyError::BadRequest(format!("host: {e}")))?;
+    let host = match client.headers.get(http::header::HOST) {
+        // A signed `Host` goes as signed when it names the same authority
+        // (an explicit default port, other letter case).
+        Some(sent) if !rerouted && signed.contains("host") && names(sent, spec) => sent.clone(),
+        _ => http::HeaderValue::from_str(&host_header(spec.authority, spec.default_port))
+            .map_err(|e| ProxyError::BadRequest(format!("host: {e}")))?,
+    };
+    out.insert_header(http::header::HOST, host)
+        .map_err(|e| ProxyError::BadRequest(format!("host: {e}")))?;
     if rerouted || (inspected && !signed.contains("accept-encoding")) {
         set(&mut out, "accept-encoding", "identity")?;
     }
@@ -140,6 +144,45 @@ fn is_source_provider_header(name: &str) -> bool {
         .any(|prefix| name.starts_with(prefix))
 }
 
+/// Whether a client's `Host` value names the spec's authority.
+fn names(sent: &http::HeaderValue, spec: &Spec<'_>) -> bool {
+    let Ok(sent) = sent.to_str() else {
+        return false;
+    };
+    let bare = host_header(spec.authority, spec.default_port);
+    let with_port = host_header(spec.authority, 0);
+    sent.eq_ignore_ascii_case(&bare) || sent.eq_ignore_ascii_case(&with_port)
+}
+
+/// The headers a decision would change (remove, or set to another value)
+/// although the request's signature covers them: sent changed, the call
+/// fails the upstream's signature check, so the caller refuses it instead.
+pub fn signed_conflicts(
+    client: &RequestHeader,
+    add: &BTreeMap<String, String>,
+    remove: &[String],
+) -> Vec<String> {
+    let signed = signed_headers(client);
+    if signed.is_empty() {
+        return Vec::new();
+    }
+    let mut conflicts: BTreeSet<String> = BTreeSet::new();
+    for name in remove {
+        let lower = name.to_ascii_lowercase();
+        if signed.contains(&lower) && client.headers.contains_key(lower.as_str()) {
+            conflicts.insert(lower);
+        }
+    }
+    for (name, value) in add {
+        let lower = name.to_ascii_lowercase();
+        let sent = client.headers.get(lower.as_str()).map(|v| v.as_bytes());
+        if signed.contains(&lower) && sent != Some(value.as_bytes()) {
+            conflicts.insert(lower);
+        }
+    }
+    conflicts.into_iter().collect()
+}
+
 fn is_classification(name: &str) -> bool {
     name == CLASSIFICATION_HEADER || name == RETENTION_HEADER
 }
@@ -177,25 +220,58 @@ fn connection_tokens(req: &RequestHeader) -> BTreeSet<String> {
         .collect()
 }
 
-/// Header names a signature covers (SigV4's `SignedHeaders=`): these reach
-/// the upstream byte for byte, or the signature no longer verifies.
+/// Header names a signature covers: SigV4's and SigV4a's `SignedHeaders=`
+/// (in `Authorization`, or `X-Amz-SignedHeaders` of a presigned URL) and the
+/// components of HTTP Message Signatures (RFC 9421 `Signature-Input`).
+/// These reach the upstream byte for byte, or the signature no longer
+/// verifies.
 pub fn signed_headers(req: &RequestHeader) -> BTreeSet<String> {
-    req.headers
+    let sigv4 = req
+        .headers
         .get_all(http::header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter(|v| v.starts_with("AWS4-"))
         .filter_map(|v| v.split("SignedHeaders=").nth(1))
-        .flat_map(|rest| {
-            rest.split([',', ' '])
-                .next()
-                .unwrap_or("")
-                .split(';')
+        .map(|rest| rest.split([',', ' ']).next().unwrap_or("").to_string());
+    let presigned = req
+        .uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("X-Amz-SignedHeaders"))
+        .map(|(_, v)| v.replace("%3B", ";").replace("%3b", ";"));
+    let mut names: BTreeSet<String> = sigv4
+        .chain(presigned)
+        .flat_map(|list| {
+            list.split(';')
                 .map(|h| h.trim().to_ascii_lowercase())
                 .collect::<Vec<_>>()
         })
         .filter(|h| !h.is_empty())
-        .collect()
+        .collect();
+    // `sig1=("@method" "content-digest" "x-data-classification");created=...`:
+    // quoted components; derived ones (`@...`) are not headers.
+    for input in req
+        .headers
+        .get_all("signature-input")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for list in input.split('(').skip(1) {
+            let inner = list.split(')').next().unwrap_or("");
+            names.extend(
+                inner
+                    .split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|c| !c.starts_with('@') && !c.is_empty())
+                    .map(|c| c.to_ascii_lowercase()),
+            );
+        }
+    }
+    names
 }
 
 fn frame(
@@ -484,6 +560,151 @@ mod tests {
         assert_eq!(header(&out, "authorization").as_deref(), Some(sigv4));
         // The retention header was not signed: it is removed as usual.
         assert_eq!(header(&out, "x-data-retention"), None);
+    }
+
+    fn sigv4(signed: &str) -> String {
+        format!("AWS4-HMAC-SHA256 Credential=AKIA/20261206/us-east-1/bedrock/aws4_request, SignedHeaders={signed}, Signature=abc")
+    }
+
+    #[test]
+    fn every_signature_scheme_names_its_headers() {
+        // (request target, header, value, names)
+        let table: &[(&str, &str, &str, &[&str])] = &[
+            ("/m", "authorization", &sigv4("Host;X-Amz-Date"), &["host", "x-amz-date"]),
+            (
+                "/m",
+                "authorization",
+                "AWS4-ECDSA-P256-SHA256 Credential=A/20261206/bedrock/aws4_request, SignedHeaders=host;x-amz-region-set, Signature=1",
+                &["host", "x-amz-region-set"],
+            ),
+            (
+                "/m?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=host%3Bx-data-classification&X-Amz-Signature=1",
+                "x-app",
+                "1",
+                &["host", "x-data-classification"],
+            ),
+            (
+                "/m",
+                "signature-input",
+                r#"sig1=("@method" "@authority" "content-digest" "X-Data-Classification");created=1618884473;keyid="k""#,
+                &["content-digest", "x-data-classification"],
+            ),
+            ("/m", "authorization", "Bearer sk-x", &[]),
+            ("/m", "authorization", "AWS4-HMAC-SHA256 garbage", &[]),
+            ("/m", "signature-input", "sig1=(", &[]),
+        ];
+        for (target, name, value, want) in table {
+            let mut req = RequestHeader::build("POST", target.as_bytes(), None).unwrap();
+            req.append_header(*name, *value).unwrap();
+            let got: Vec<String> = signed_headers(&req).into_iter().collect();
+            assert_eq!(
+                got,
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{value}"
+            );
+        }
+    }
+
+    /// (Host sent, signed, Host forwarded)
+    #[test]
+    fn a_signed_host_goes_as_sent_when_it_names_the_authority() {
+        let authority = Authority::new("bedrock-runtime.us-east-1.amazonaws.com", 443);
+        let table: &[(&str, bool, &str)] = &[
+            (
+                "bedrock-runtime.us-east-1.amazonaws.com:443",
+                true,
+                "bedrock-runtime.us-east-1.amazonaws.com:443",
+            ),
+            (
+                "Bedrock-Runtime.us-east-1.amazonaws.com",
+                true,
+                "Bedrock-Runtime.us-east-1.amazonaws.com",
+            ),
+            (
+                "bedrock-runtime.us-east-1.amazonaws.com:443",
+                false,
+                "bedrock-runtime.us-east-1.amazonaws.com",
+            ),
+            // Another authority is never sent, signed or not.
+            (
+                "evil.example",
+                true,
+                "bedrock-runtime.us-east-1.amazonaws.com",
+            ),
+            (
+                "bedrock-runtime.us-east-1.amazonaws.com:8443",
+                true,
+                "bedrock-runtime.us-east-1.amazonaws.com",
+            ),
+        ];
+        for (sent, is_signed, want) in table {
+            let mut req = RequestHeader::build("POST", b"/model/m/converse", None).unwrap();
+            req.append_header("host", *sent).unwrap();
+            let signed = if *is_signed {
+                "host;x-amz-date"
+            } else {
+                "x-amz-date"
+            };
+            req.append_header("authorization", sigv4(signed)).unwrap();
+            let out = build(
+                &req,
+                &Spec {
+                    path: "/model/m/converse",
+                    authority: &authority,
+                    default_port: 443,
+                    body: BodyFraming::Buffered(2),
+                    rewrite: Rewrite::Inspected,
+                    add: &BTreeMap::new(),
+                    remove: &[],
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                header(&out, "host").as_deref(),
+                Some(*want),
+                "{sent} {is_signed}"
+            );
+        }
+    }
+
+    /// (signed, decision adds, decision removes, conflicts)
+    #[test]
+    fn decisions_that_would_break_a_signature_are_named() {
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let table: &[Case] = &[
+            ("host;x-app", &[("x-ecluse-reviewed", "yes")], &[], &[]),
+            ("host;x-app", &[], &["x-app"], &["x-app"]),
+            ("host;x-app", &[], &["X-App"], &["x-app"]),
+            ("host;x-app", &[("x-app", "billing")], &[], &[]),
+            ("host;x-app", &[("x-app", "other")], &[], &["x-app"]),
+            // Signed but absent: adding it changes what was signed.
+            ("host;x-tag", &[("x-tag", "1")], &["x-tag"], &["x-tag"]),
+            // Unsigned headers are the decision's to change.
+            ("host", &[("x-app", "other")], &["openai-organization"], &[]),
+        ];
+        for (signed, add, remove, want) in table {
+            let mut req = client(&[]);
+            req.remove_header("authorization");
+            req.append_header("authorization", sigv4(signed)).unwrap();
+            let add: BTreeMap<String, String> = add
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                signed_conflicts(&req, &add, &remove),
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{signed} {add:?} {remove:?}"
+            );
+        }
+        // Without a signature nothing conflicts.
+        let add = [("x-app".to_string(), "other".to_string())].into();
+        assert!(signed_conflicts(&client(&[]), &add, &["x-app".into()]).is_empty());
     }
 
     #[test]

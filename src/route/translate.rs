@@ -3,7 +3,10 @@
 //! the target rejects them. Golden tests (`tests/golden/translate`) hold
 //! request-in / request-out pairs.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
+
+use crate::reply::{CallerApi, Fault, Rendered};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -216,9 +219,46 @@ pub fn openai_error(status: u16, body: &[u8]) -> Vec<u8> {
             return body.to_vec();
         }
     }
-    let (message, param) = match &parsed {
-        Some(v) => describe(v),
-        None => (
+    target_fault(status, parsed.as_ref(), body)
+        .render(CallerApi::OpenAi)
+        .body
+        .to_vec()
+}
+
+/// A target's error answer in the error shape of the API the app called
+/// (see [`crate::reply::Fault`]): the target's message, its type and code
+/// where it gave them, the status kept.
+pub fn target_error(api: CallerApi, status: u16, body: &[u8]) -> Rendered {
+    if api == CallerApi::OpenAi {
+        return Rendered {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: Bytes::from(openai_error(status, body)),
+        };
+    }
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    target_fault(status, parsed.as_ref(), body).render(api)
+}
+
+/// What a target's error body says, whatever its shape: OpenAI's,
+/// Mistral's, FastAPI's, plain text.
+fn target_fault<'a>(status: u16, parsed: Option<&Value>, body: &[u8]) -> Fault<'a> {
+    // An OpenAI-shaped error (vLLM's, Mistral's newer ones) says it all.
+    let inner = parsed
+        .and_then(|v| v.get("error"))
+        .filter(|e| e.get("message").is_some_and(Value::is_string));
+    let source = inner.or(parsed);
+    let (message, param) = match (inner, parsed) {
+        (Some(e), _) => (
+            e.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            e.get("param").and_then(Value::as_str).map(str::to_string),
+        ),
+        (None, Some(v)) => describe(v),
+        (None, None) => (
             String::from_utf8_lossy(body).chars().take(2000).collect(),
             None,
         ),
@@ -232,8 +272,7 @@ pub fn openai_error(status: u16, body: &[u8]) -> Vec<u8> {
     } else {
         message
     };
-    let kind = parsed
-        .as_ref()
+    let kind = source
         .and_then(|v| v.get("type"))
         .and_then(Value::as_str)
         .map(str::to_string)
@@ -247,15 +286,18 @@ pub fn openai_error(status: u16, body: &[u8]) -> Vec<u8> {
             }
             .to_string()
         });
-    let code = parsed
-        .as_ref()
+    let code = source
         .and_then(|v| v.get("code"))
         .cloned()
         .unwrap_or(Value::Null);
-    let out = serde_json::json!({
-        "error": {"message": message, "type": kind, "param": param, "code": code}
-    });
-    serde_json::to_vec(&out).unwrap_or_default()
+    Fault {
+        status,
+        message,
+        openai_type: kind,
+        code,
+        param,
+        ecluse: None,
+    }
 }
 
 /// The message (and offending field) of Mistral's and FastAPI-style errors:

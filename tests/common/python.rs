@@ -1,5 +1,6 @@
-//! A Python virtualenv with the official `openai` and `anthropic` SDKs, created on first use
-//! under `target/test-venv` (CI creates it up front in `.ci/run`).
+//! A Python virtualenv with the official SDKs (openai, anthropic,
+//! google-genai, boto3, cohere), created on first use under
+//! `target/test-venv` (CI creates it up front in `.ci/run`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +12,7 @@ pub fn venv_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"))
 }
 
-/// The venv's python, with `openai` and `anthropic` importable. Several test binaries may
+/// The venv's python, with the SDKs importable. Several test binaries may
 /// ask at once: a lock directory makes one of them build it.
 pub fn python() -> PathBuf {
     let dir = venv_dir();
@@ -54,13 +55,16 @@ pub fn python() -> PathBuf {
                     "install",
                     "--quiet",
                     "openai>=1.40,<3",
-                    "anthropic>=0.60,<3",
                     "httpx",
+                    "anthropic>=0.60,<3",
+                    "google-genai>=1.0",
+                    "boto3>=1.35",
+                    "cohere>=5.11",
                 ])
                 .status()
                 .map_err(|e| format!("pip: {e}"))?;
             if !status.success() {
-                return Err("pip install openai anthropic failed".to_string());
+                return Err("pip install of the SDKs failed".to_string());
             }
         }
         Ok(())
@@ -78,7 +82,10 @@ pub fn python() -> PathBuf {
 fn ready(python: &Path) -> bool {
     python.exists()
         && Command::new(python)
-            .args(["-c", "import openai, anthropic, httpx"])
+            .args([
+                "-c",
+                "import openai, httpx, anthropic, google.genai, boto3, cohere",
+            ])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)

@@ -189,10 +189,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.timeouts.clone(),
     );
     let proxy = pingora_proxy::http_proxy(&conf, EgressProxy::new(shared.clone(), forwarder));
-    let mut front = Service::new(
-        "ecluse proxy".to_string(),
-        FrontEnd::new(shared.clone(), proxy),
-    );
+    let front_end = FrontEnd::new(shared.clone(), proxy);
+    let transparent = config.transparent_listen.map(|listen| {
+        let mut service = Service::new(
+            "ecluse transparent".to_string(),
+            front_end.transparent(listen),
+        );
+        service.add_listener(
+            pingora_core::listeners::ListenerConfig::tcp(listen.to_string())
+                .l4_buffer(pingora_core::listeners::L4BufferSettings::new(0, 1460)),
+        );
+        service
+    });
+    let mut front = Service::new("ecluse proxy".to_string(), front_end);
     // No L4 read buffer: every reader above the socket (the CONNECT head
     // reader, rustls, pingora's HTTP session, the tunnel relay) buffers on
     // its own, so pingora's default 64 KiB one per connection would only
@@ -205,6 +214,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
     server.add_service(front);
+    if let Some(transparent) = transparent {
+        info!(
+            "transparent listener on {}",
+            config
+                .transparent_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        server.add_service(transparent);
+    }
     server.add_service(admin);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(8);
     let _ = shared.reload.set(ReloadHandle(reload_tx));

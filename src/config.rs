@@ -45,6 +45,10 @@ pub enum Mode {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Where connections redirected by `ecluse iptables` arrive (off unless
+    /// set): each is decided as a `CONNECT` to its TLS SNI (or plain HTTP
+    /// `Host`) that must resolve to the connection's original destination.
+    pub transparent_listen: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub ca: CaConfig,
     pub mode: Mode,
@@ -65,6 +69,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            transparent_listen: None,
             state_dir: PathBuf::from(".ecluse"),
             ca: CaConfig::default(),
             mode: Mode::Enforce,
@@ -450,6 +455,13 @@ impl Config {
                 "listen and admin_listen are both {}; they need distinct addresses",
                 self.listen
             ));
+        }
+        if let Some(t) = self.transparent_listen {
+            if t == self.listen || t == self.admin_listen {
+                problems.push(format!(
+                    "transparent_listen {t} is also listen or admin_listen; it needs its own address"
+                ));
+            }
         }
         if self.ca.cert_file.is_some() != self.ca.key_file.is_some() {
             problems.push("ca.cert_file and ca.key_file must be given together".to_string());

@@ -58,7 +58,10 @@ impl Shared {
             .collect();
         let resolver = Resolver::new(
             overrides,
-            vec![config.listen, config.admin_listen],
+            [config.listen, config.admin_listen]
+                .into_iter()
+                .chain(config.transparent_listen)
+                .collect(),
             config.timeouts.dns,
         );
         let source = SourceDoc {

@@ -6,6 +6,8 @@
 
 pub mod connect;
 pub mod head_clock;
+mod redirected;
+pub mod transparent;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub use crate::tunnel::TunnelTarget;
 use crate::upstream::resolve::Resolved;
 use connect::{parse_head, Head};
 use head_clock::{ClockedStream, HeadClock};
+pub use redirected::Transparent;
 
 enum Plan {
     Tunnel(TcpStream),
@@ -61,7 +64,14 @@ impl FrontEnd {
 
     /// Decides a CONNECT, records the decision, and prepares what it asks
     /// for (resolution, upstream connection, leaf); nothing is written yet.
-    async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
+    /// `pinned`: the address a redirected connection was sent to, already
+    /// checked against the name (see `resolve_original`); it is the one
+    /// dialled.
+    async fn plan_connect(
+        &self,
+        authority: &Authority,
+        pinned: Option<Resolved>,
+    ) -> Result<Plan, ProxyError> {
         self.shared
             .audit
             .room()
@@ -80,11 +90,11 @@ impl FrontEnd {
                 status: 403,
                 decision_id: Some(decision_id.clone()),
             }),
-            ConnectAction::Tunnel => match self.shared.resolver.resolve(authority).await {
+            ConnectAction::Tunnel => match self.resolve(authority, pinned).await {
                 Ok(resolved) => self.dial(authority, resolved).await.map(Plan::Tunnel),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             },
-            ConnectAction::Intercept => self.prepare_intercept(authority).await,
+            ConnectAction::Intercept => self.prepare_intercept(authority, pinned).await,
         };
         // A refusal is the decision itself; any other failure is an action
         // decided but not carried out.
@@ -106,8 +116,23 @@ impl FrontEnd {
         plan
     }
 
-    async fn prepare_intercept(&self, authority: &Authority) -> Result<Plan, ProxyError> {
-        let resolved = self.shared.resolver.resolve(authority).await?;
+    async fn resolve(
+        &self,
+        authority: &Authority,
+        pinned: Option<Resolved>,
+    ) -> Result<Resolved, ProxyError> {
+        match pinned {
+            Some(resolved) => Ok(resolved),
+            None => Ok(self.shared.resolver.resolve(authority).await?),
+        }
+    }
+
+    async fn prepare_intercept(
+        &self,
+        authority: &Authority,
+        pinned: Option<Resolved>,
+    ) -> Result<Plan, ProxyError> {
+        let resolved = self.resolve(authority, pinned).await?;
         let host_config = self
             .shared
             .leaves
@@ -147,15 +172,20 @@ impl FrontEnd {
         }
     }
 
+    /// Relays a tunnel; `answer` is what the client is told first (the
+    /// CONNECT's 200; nothing for a redirected connection).
     async fn tunnel(
         &self,
         mut client: Stream,
         authority: &Authority,
         mut upstream: TcpStream,
         early: BytesMut,
+        answer: Option<&[u8]>,
     ) {
-        if write_flush(&mut client, CONNECT_ESTABLISHED).await.is_err() {
-            return;
+        if let Some(answer) = answer {
+            if write_flush(&mut client, answer).await.is_err() {
+                return;
+            }
         }
         if !early.is_empty() && upstream.write_all(&early).await.is_err() {
             return;
@@ -287,14 +317,21 @@ impl ServerApp for FrontEnd {
             Head::Connect { authority, len } => {
                 let early = buf.split_off(len);
                 drop(buf);
-                match Box::pin(self.plan_connect(&authority)).await {
+                match Box::pin(self.plan_connect(&authority, None)).await {
                     Err(e) => {
                         metrics.count("ecluse_errors_total", &[("code", e.code())]);
                         info!("CONNECT {authority} refused: {e}");
                         reply(&mut stream, &e).await;
                     }
                     Ok(Plan::Tunnel(upstream)) => {
-                        self.tunnel(stream, &authority, upstream, early).await
+                        self.tunnel(
+                            stream,
+                            &authority,
+                            upstream,
+                            early,
+                            Some(CONNECT_ESTABLISHED),
+                        )
+                        .await
                     }
                     Ok(Plan::Intercept(target, host_config)) => {
                         if write_flush(&mut stream, CONNECT_ESTABLISHED).await.is_ok() {

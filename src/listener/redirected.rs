@@ -1,0 +1,231 @@
+//! The transparent listener: connections redirected by `ecluse iptables`
+//! arrive here without a CONNECT. Each is turned into the CONNECT it stands
+//! for and handed to the same front end: the name is the TLS SNI (or the
+//! plain HTTP `Host`), the port and the address dialled are the original
+//! destination's, and the name must resolve to that address. From there the
+//! connect decision, the minted leaf, the tunnel or the refusal, and the
+//! audit records are the explicit proxy's own.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use log::{debug, info, warn};
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::ext::get_original_dest;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
+
+use super::transparent::{is_loop, read_opening, Opening, Refusal};
+use super::{into_l4, reply, FrontEnd, L4Stream, Plan};
+use crate::audit::new_decision_id;
+use crate::authority::Authority;
+use crate::event::{self, DecisionEvent, Stage};
+use crate::metrics::track;
+use crate::policy::input::Scheme;
+use crate::policy::{ConnectAction, ConnectDecision};
+use crate::reply::ProxyError;
+
+/// The front end for redirected connections, sharing the explicit proxy's.
+pub struct Transparent {
+    front: FrontEnd,
+    listen: SocketAddr,
+}
+
+impl FrontEnd {
+    /// The transparent listener's app, bound at `listen`.
+    pub fn transparent(&self, listen: SocketAddr) -> Transparent {
+        Transparent {
+            front: FrontEnd {
+                shared: self.shared.clone(),
+                http: self.http.clone(),
+            },
+            listen,
+        }
+    }
+}
+
+impl Transparent {
+    /// Logs and records a connection refused before policy, with the rule
+    /// naming why. The record keeps no policy input: no policy ran, so an
+    /// audit replay has nothing to evaluate again.
+    async fn refuse(&self, refusal: &Refusal, original: SocketAddr, name: Option<&Authority>) {
+        let shared = &self.front.shared;
+        warn!("refused a redirected connection to {original}: {refusal}");
+        shared
+            .metrics
+            .count("ecluse_errors_total", &[("code", refusal.rule())]);
+        let _ = shared.audit.room().await;
+        let snapshot = shared.snapshot.load_full();
+        let named = name
+            .cloned()
+            .unwrap_or_else(|| Authority::new(&original.ip().to_string(), original.port()));
+        let destination = shared.destination(&snapshot, &named, Scheme::Https);
+        let decision = ConnectDecision {
+            action: ConnectAction::Deny,
+            reason: refusal.to_string(),
+            rule: refusal.rule().to_string(),
+        };
+        let decision_id = new_decision_id();
+        let mut record = DecisionEvent::connect(
+            shared,
+            Stage::Connect,
+            &decision_id,
+            &snapshot.revision,
+            &decision,
+            &destination.doc,
+        );
+        record.input = None;
+        event::emit(shared, &record, event::SpanTarget::Connect);
+    }
+
+    /// Reads until the opening is understood; `Ok(None)` when the client
+    /// closed first.
+    async fn read_opening(
+        &self,
+        stream: &mut L4Stream,
+        original: SocketAddr,
+    ) -> Result<Option<(Opening, BytesMut)>, Refusal> {
+        let limits = &self.front.shared.config.limits;
+        let mut buf = BytesMut::with_capacity(2048);
+        loop {
+            if buf.capacity() - buf.len() < 512 {
+                buf.reserve(4096);
+            }
+            let n = stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Refusal::BadTls(format!("reading the first bytes: {e}")))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if let Some(opening) = read_opening(
+                &buf,
+                original,
+                limits.max_header_bytes,
+                limits.max_header_count,
+            )? {
+                return Ok(Some((opening, buf)));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Transparent {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let front = &self.front;
+        let shared = &front.shared;
+        let metrics = &shared.metrics;
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        let _active = track(&metrics.connections_active);
+        let limit = shared.config.limits.max_connections;
+        if metrics.connections_active.load(Ordering::Relaxed) > limit as i64 {
+            metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                "refused a redirected connection: at the limit of {limit} concurrent connections"
+            );
+            return None;
+        }
+        let mut l4 = into_l4(stream)?;
+        // SO_ORIGINAL_DST (IP6T_SO_ORIGINAL_DST for IPv6), through pingora's
+        // safe wrapper: the address the client connected to before REDIRECT.
+        let original = match get_original_dest(l4.as_raw_fd()) {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                let refusal = Refusal::NoOriginal("not available on this system".into());
+                self.refuse(&refusal, self.listen, None).await;
+                return None;
+            }
+            Err(e) => {
+                let refusal = Refusal::NoOriginal(e.to_string());
+                self.refuse(&refusal, self.listen, None).await;
+                return None;
+            }
+        };
+        if is_loop(original, self.listen) {
+            self.refuse(&Refusal::Loop { original }, original, None)
+                .await;
+            return None;
+        }
+        let timeout = shared.config.timeouts.header_read;
+        let read = tokio::time::timeout(timeout, Box::pin(self.read_opening(&mut l4, original)));
+        let (opening, buf) = match read.await {
+            Err(_) => {
+                debug!("closing a redirected connection to {original}: nothing readable in {timeout:?}");
+                return None;
+            }
+            Ok(Ok(None)) => return None,
+            Ok(Err(refusal)) => {
+                self.refuse(&refusal, original, None).await;
+                return None;
+            }
+            Ok(Ok(Some(found))) => found,
+        };
+        match opening {
+            Opening::Tls { sni } => {
+                let authority = Authority::new(&sni, original.port());
+                let pinned = match shared.resolver.resolve_original(&authority, original).await {
+                    Ok(pinned) => pinned,
+                    Err(e) => {
+                        let refusal = Refusal::NotOriginal(e.to_string());
+                        self.refuse(&refusal, original, Some(&authority)).await;
+                        return None;
+                    }
+                };
+                match Box::pin(front.plan_connect(&authority, Some(pinned))).await {
+                    Err(e) => {
+                        metrics.count("ecluse_errors_total", &[("code", e.code())]);
+                        // No HTTP channel before TLS: closing is the answer.
+                        info!("redirected connection to {original} as {authority} refused: {e}");
+                    }
+                    Ok(Plan::Tunnel(upstream)) => {
+                        front
+                            .tunnel(Box::new(l4), &authority, upstream, buf, None)
+                            .await
+                    }
+                    Ok(Plan::Intercept(target, host_config)) => {
+                        front
+                            .intercept(Box::new(l4), target, &host_config, buf, shutdown)
+                            .await
+                    }
+                }
+                None
+            }
+            Opening::Http {
+                authority,
+                rewritten,
+                head_len,
+            } => {
+                if let Err(e) = shared.resolver.resolve_original(&authority, original).await {
+                    let refusal = Refusal::NotOriginal(e.to_string());
+                    self.refuse(&refusal, original, Some(&authority)).await;
+                    let mut stream: Stream = Box::new(l4);
+                    reply(
+                        &mut stream,
+                        &ProxyError::ForbiddenDestination(refusal.to_string()),
+                    )
+                    .await;
+                    return None;
+                }
+                // The proxy's plain-HTTP path takes it from here, as if the
+                // client had sent the absolute form to the explicit proxy.
+                let mut replay = rewritten;
+                replay.extend_from_slice(buf.get(head_len..).unwrap_or_default());
+                drop(buf);
+                l4.rewind(&replay);
+                ServerApp::process_new(&front.http, Box::new(l4), shutdown).await
+            }
+        }
+    }
+
+    async fn cleanup(&self) {}
+}

@@ -407,8 +407,10 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
     };
     let (sent, err) = send(APP_UID, 443, "app-quic");
     assert!(!sent && err.contains("not permitted"), "{err}");
-    assert_eq!(send(APP_UID, 8443, "app-other").0, true);
-    assert_eq!(send(PROXY_UID, 443, "proxy-quic").0, true);
+    for (uid, port, what) in [(APP_UID, 8443, "app-other"), (PROXY_UID, 443, "proxy-quic")] {
+        let (sent, err) = send(uid, port, what);
+        assert!(sent, "{what}: {err}");
+    }
     assert_eq!(
         received(&other_udp, Duration::from_millis(500)),
         ["app-other"]

@@ -218,12 +218,14 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
     };
 
     // The provider, and UDP listeners, inside the namespace.
-    let (tcp, quic, other_udp) = ns.within(|| {
+    let (tcp, plain_tcp, quic, other_udp) = ns.within(|| {
         let tcp = std::net::TcpListener::bind((MOCK_IP, 443)).unwrap();
         tcp.set_nonblocking(true).unwrap();
+        let plain = std::net::TcpListener::bind((MOCK_IP, 80)).unwrap();
+        plain.set_nonblocking(true).unwrap();
         let quic = UdpSocket::bind((MOCK_IP, 443)).unwrap();
         let other = UdpSocket::bind((MOCK_IP, 8443)).unwrap();
-        (tcp, quic, other)
+        (tcp, plain, quic, other)
     });
     let pki = TestPki::new();
     let mock = MockUpstream::start_on(
@@ -232,6 +234,13 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         openai_handler(),
     );
     let mock_addr: SocketAddr = format!("{MOCK_IP}:443").parse().unwrap();
+    // A plain-HTTP site the registry does not know (tunnelled by default).
+    let plain = MockUpstream::start_on(
+        tokio::net::TcpListener::from_std(plain_tcp).unwrap(),
+        None,
+        openai_handler(),
+    );
+    let plain_addr: SocketAddr = format!("{MOCK_IP}:80").parse().unwrap();
 
     // ecluse's files, owned by the uid it runs as; the CA readable by all.
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +258,13 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         state.display(),
         policies.display(),
         audit.display(),
-        upstream_yaml(&[("api.openai.com:443", mock_addr)], Some(&upstream_ca)),
+        upstream_yaml(
+            &[
+                ("api.openai.com:443", mock_addr),
+                ("plain.example:80", plain_addr)
+            ],
+            Some(&upstream_ca)
+        ),
     );
     let config_path = dir.path().join("ecluse.yaml");
     std::fs::write(&config_path, config).unwrap();
@@ -348,6 +363,39 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         "a connection to the listener itself got an answer"
     );
 
+    // Plain HTTP on port 80: read as absolute-form from its Host.
+    let plain_curl = |ip: &str| {
+        let resolve = format!("plain.example:80:{ip}");
+        let out = ns.run(
+            Some(APP_UID),
+            &[
+                "curl",
+                "--silent",
+                "--max-time",
+                "20",
+                "--resolve",
+                &resolve,
+                "--write-out",
+                "\n%{http_code}",
+                "http://plain.example/v1/models",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answer = plain_curl(MOCK_IP);
+    assert!(
+        answer.ends_with("\n200") && answer.contains("gpt-4o"),
+        "{answer}\n{}",
+        logs()
+    );
+    let reached = plain.recorded();
+    assert_eq!(reached.len(), 1, "{}", logs());
+    assert_eq!(reached[0].path, "/v1/models");
+    // A Host naming another address than the one connected to.
+    let answer = plain_curl("127.0.0.3");
+    assert!(answer.ends_with("\n403"), "{answer}");
+    assert_eq!(plain.recorded().len(), 1);
+
     // ecluse's own connection to the mock was not redirected back to it:
     // one connection per call that reached it, and no refusal naming the mock.
     assert_eq!(
@@ -362,33 +410,42 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         "{text}"
     );
 
-    let records = audit_records(&audit);
-    let rules_seen: Vec<(String, String, String)> = records
-        .iter()
-        .map(|r| {
-            (
-                r["stage"].as_str().unwrap_or_default().to_string(),
-                r["action"].as_str().unwrap_or_default().to_string(),
-                r["rule"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    let has = |stage: &str, action: &str, rule: &str| {
-        rules_seen
+    // (stage, action, rule) of each expected record; "" is any rule. The
+    // audit log is written behind the calls: wait for the last ones.
+    let expected: &[(&str, &str, &str)] = &[
+        ("connect", "intercept", "connect.registered_provider"),
+        ("request", "allow", ""),
+        ("request", "deny", ""),
+        ("connect", "tunnel", "connect.non_llm_host"),
+        ("connect", "deny", "ecluse.transparent.name_not_destination"),
+        ("connect", "deny", "ecluse.transparent.loop"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Vec<(String, String, String)> = audit_records(&audit)
             .iter()
-            .any(|(s, a, r)| s == stage && a == action && (rule.is_empty() || r == rule))
-    };
-    assert!(has("connect", "intercept", ""), "{rules_seen:?}");
-    assert!(has("request", "allow", ""), "{rules_seen:?}");
-    assert!(has("request", "deny", ""), "{rules_seen:?}");
-    assert!(
-        has("connect", "deny", "ecluse.transparent.name_not_destination"),
-        "{rules_seen:?}"
-    );
-    assert!(
-        has("connect", "deny", "ecluse.transparent.loop"),
-        "{rules_seen:?}"
-    );
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (field("stage"), field("action"), field("rule"))
+            })
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(stage, action, rule)| {
+                !seen
+                    .iter()
+                    .any(|(s, a, r)| s == stage && a == action && (rule.is_empty() || r == rule))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit records missing: {missing:?}\nseen: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         text.contains("api.openai.com does not resolve to 127.0.0.3:443"),
         "{text}"
@@ -438,4 +495,46 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         "15001",
         "--remove",
     ]);
+}
+
+/// `--dry-run` prints both families' commands for the chosen iptables
+/// flavour and touches nothing; a bad range is refused by name.
+#[test]
+fn dry_run_prints_the_commands_of_both_families() {
+    let out = Command::new(ecluse_bin())
+        .args([
+            "iptables",
+            "--proxy-uid",
+            "1337",
+            "--port",
+            "15001",
+            "--exclude",
+            "fd00::/8",
+            "--iptables-cmd",
+            "iptables-legacy",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "iptables-legacy -w -t nat -A ECLUSE_OUTPUT -d 127.0.0.1/32 -j RETURN",
+        "iptables-legacy -w -t nat -A ECLUSE_OUTPUT -p tcp --dport 443 -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001",
+        "ip6tables-legacy -w -t nat -A ECLUSE_OUTPUT -d fd00::/8 -j RETURN",
+        "ip6tables-legacy -w -t filter -A ECLUSE_QUIC -p udp --dport 443 -m owner ! --uid-owner 1337 -j DROP",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    let out = Command::new(ecluse_bin())
+        .args(["iptables", "--proxy-uid", "1337", "--port", "15001"])
+        .args(["--exclude", "10.0.0.0/40", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prefix length must be 0 to 32"));
 }

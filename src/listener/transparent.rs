@@ -193,7 +193,9 @@ fn absolute_form(
     }
     .map_err(|why| Refusal::NoHost { why })?;
     let mut out = Vec::with_capacity(head_len + 64);
-    out.extend_from_slice(format!("{method} http://{authority}{path} HTTP/1.1\r\n").as_bytes());
+    // The URL's authority is the Host as sent: pingora refuses a request
+    // whose Host differs from its absolute-form target.
+    out.extend_from_slice(format!("{method} http://{host}{path} HTTP/1.1\r\n").as_bytes());
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection")
             || h.name.eq_ignore_ascii_case("proxy-connection")
@@ -280,15 +282,15 @@ mod tests {
         let table: &[(&str, Result<(&str, &str), &str>)] = &[
             (
                 "GET /v1/models?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n",
-                Ok(("example.com:80", "GET http://example.com:80/v1/models?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nConnection: close\r\n\r\n")),
+                Ok(("example.com:80", "GET http://example.com/v1/models?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nConnection: close\r\n\r\n")),
             ),
             (
                 "POST /p HTTP/1.1\r\nhost: Example.com:8080\r\ncontent-length: 2\r\n\r\nhi",
-                Ok(("example.com:8080", "POST http://example.com:8080/p HTTP/1.1\r\nhost: Example.com:8080\r\ncontent-length: 2\r\nConnection: close\r\n\r\n")),
+                Ok(("example.com:8080", "POST http://Example.com:8080/p HTTP/1.1\r\nhost: Example.com:8080\r\ncontent-length: 2\r\nConnection: close\r\n\r\n")),
             ),
             (
                 "GET / HTTP/1.1\r\nHost: [2001:db8::1]\r\n\r\n",
-                Ok(("[2001:db8::1]:80", "GET http://[2001:db8::1]:80/ HTTP/1.1\r\nHost: [2001:db8::1]\r\nConnection: close\r\n\r\n")),
+                Ok(("[2001:db8::1]:80", "GET http://[2001:db8::1]/ HTTP/1.1\r\nHost: [2001:db8::1]\r\nConnection: close\r\n\r\n")),
             ),
             ("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", Err("ecluse.transparent.no_host")),
             ("GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n", Err("ecluse.transparent.no_host")),

@@ -446,6 +446,21 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The policy saw where the connection was really sent.
+    let records = audit_records(&audit);
+    let intercepted = records
+        .iter()
+        .find(|r| r["rule"] == "connect.registered_provider")
+        .unwrap();
+    assert_eq!(
+        intercepted["input"]["connection"],
+        serde_json::json!({"transparent": true, "original_destination": "127.0.0.2:443"}),
+        "{intercepted}"
+    );
+    assert_eq!(
+        intercepted["input"]["destination"]["host"],
+        "api.openai.com"
+    );
     assert!(
         text.contains("api.openai.com does not resolve to 127.0.0.3:443"),
         "{text}"

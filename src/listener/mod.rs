@@ -30,7 +30,7 @@ use crate::audit::new_decision_id;
 use crate::authority::Authority;
 use crate::event::{self, DecisionEvent, Stage};
 use crate::metrics::track;
-use crate::policy::input::Scheme;
+use crate::policy::input::{RedirectedConnectInput, Scheme};
 use crate::policy::verdict::connect_verdict;
 use crate::policy::ConnectAction;
 use crate::proxy::EgressProxy;
@@ -79,7 +79,23 @@ impl FrontEnd {
             .map_err(ProxyError::Unavailable)?;
         let snapshot = self.shared.snapshot.load_full();
         let destination = self.shared.destination(&snapshot, authority, Scheme::Https);
-        let decision = snapshot.decide_connect_at(&destination, &self.shared.source_value);
+        // A redirected connection's input also says where it was sent: it is
+        // evaluated as recorded (no per-destination cache), so a replay of
+        // the record gives the same decision.
+        let (decision, redirected_input) = match &pinned {
+            None => (
+                snapshot.decide_connect_at(&destination, &self.shared.source_value),
+                None,
+            ),
+            Some(original) => {
+                let input = RedirectedConnectInput::new(
+                    &destination.doc,
+                    &self.shared.source,
+                    original.addr,
+                );
+                (snapshot.decide_connect(&input), event::raw_json(&input))
+            }
+        };
         let destination = &destination.doc;
         let decision_id = new_decision_id();
         let registered = destination.provider.is_some();
@@ -112,6 +128,9 @@ impl FrontEnd {
         );
         record.error = failure.map(|e| e.to_string());
         record.error_code = plan.as_ref().err().map(|e| e.code());
+        if redirected_input.is_some() {
+            record.input = redirected_input;
+        }
         event::emit(&self.shared, &record, event::SpanTarget::Connect);
         plan
     }

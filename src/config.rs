@@ -621,6 +621,20 @@ mod tests {
     }
 
     #[test]
+    fn the_transparent_listener_is_off_unless_set_and_needs_its_own_address() {
+        assert_eq!(Config::from_yaml("").unwrap().transparent_listen, None);
+        let c = Config::from_yaml("transparent_listen: 127.0.0.1:15001").unwrap();
+        assert_eq!(
+            c.transparent_listen,
+            Some("127.0.0.1:15001".parse().unwrap())
+        );
+        assert!(c.validate().is_ok());
+        let c = Config::from_yaml("transparent_listen: 127.0.0.1:3128").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("transparent_listen 127.0.0.1:3128"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::from_yaml("listen: 127.0.0.1:1\nlisten_adress: x\n").unwrap_err();
         assert!(err.contains("listen_adress"), "{err}");

@@ -190,15 +190,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     let proxy = pingora_proxy::http_proxy(&conf, EgressProxy::new(shared.clone(), forwarder));
     let front_end = FrontEnd::new(shared.clone(), proxy);
-    let transparent = config.transparent_listen.map(|listen| {
+    let transparent = (!config.transparent_listen.is_empty()).then(|| {
         let mut service = Service::new(
             "ecluse transparent".to_string(),
-            front_end.transparent(listen),
+            front_end.transparent(config.transparent_listen.clone()),
         );
-        service.add_listener(
-            pingora_core::listeners::ListenerConfig::tcp(listen.to_string())
-                .l4_buffer(pingora_core::listeners::L4BufferSettings::new(0, 1460)),
-        );
+        for listen in &config.transparent_listen {
+            service.add_listener(
+                pingora_core::listeners::ListenerConfig::tcp(listen.to_string())
+                    .l4_buffer(pingora_core::listeners::L4BufferSettings::new(0, 1460)),
+            );
+        }
         service
     });
     let mut front = Service::new("ecluse proxy".to_string(), front_end);
@@ -215,13 +217,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     admin.threads = Some(1);
     server.add_service(front);
     if let Some(transparent) = transparent {
-        info!(
-            "transparent listener on {}",
-            config
-                .transparent_listen
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        );
+        let on: Vec<String> = config
+            .transparent_listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        info!("transparent listener on {}", on.join(", "));
         server.add_service(transparent);
     }
     server.add_service(admin);

@@ -46,9 +46,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// Where connections redirected by `ecluse iptables` arrive (off unless
-    /// set): each is decided as a `CONNECT` to its TLS SNI (or plain HTTP
-    /// `Host`) that must resolve to the connection's original destination.
-    pub transparent_listen: Option<SocketAddr>,
+    /// set; one address or a list, e.g. `127.0.0.1:15001` and `[::1]:15001`
+    /// for both families): each is decided as a `CONNECT` to its TLS SNI
+    /// (or plain HTTP `Host`) that must resolve to the connection's original
+    /// destination.
+    #[serde(deserialize_with = "one_or_many")]
+    pub transparent_listen: Vec<SocketAddr>,
     pub state_dir: PathBuf,
     pub ca: CaConfig,
     pub mode: Mode,
@@ -69,7 +72,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-            transparent_listen: None,
+            transparent_listen: Vec::new(),
             state_dir: PathBuf::from(".ecluse"),
             ca: CaConfig::default(),
             mode: Mode::Enforce,
@@ -456,8 +459,8 @@ impl Config {
                 self.listen
             ));
         }
-        if let Some(t) = self.transparent_listen {
-            if t == self.listen || t == self.admin_listen {
+        for t in &self.transparent_listen {
+            if *t == self.listen || *t == self.admin_listen {
                 problems.push(format!(
                     "transparent_listen {t} is also listen or admin_listen; it needs its own address"
                 ));
@@ -602,6 +605,23 @@ fn is_local_git_path(url: &str) -> bool {
     }
 }
 
+/// One address or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(a)) => Ok(vec![a]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "transparent_listen: expected an address (127.0.0.1:15001) or a list of them",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,13 +642,17 @@ mod tests {
 
     #[test]
     fn the_transparent_listener_is_off_unless_set_and_needs_its_own_address() {
-        assert_eq!(Config::from_yaml("").unwrap().transparent_listen, None);
+        assert!(Config::from_yaml("").unwrap().transparent_listen.is_empty());
         let c = Config::from_yaml("transparent_listen: 127.0.0.1:15001").unwrap();
         assert_eq!(
             c.transparent_listen,
-            Some("127.0.0.1:15001".parse().unwrap())
+            ["127.0.0.1:15001".parse::<SocketAddr>().unwrap()]
         );
         assert!(c.validate().is_ok());
+        let c = Config::from_yaml("transparent_listen: [127.0.0.1:15001, '[::1]:15001']").unwrap();
+        assert_eq!(c.transparent_listen.len(), 2);
+        let err = Config::from_yaml("transparent_listen: 15001").unwrap_err();
+        assert!(err.contains("expected an address"), "{err}");
         let c = Config::from_yaml("transparent_listen: 127.0.0.1:3128").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("transparent_listen 127.0.0.1:3128"), "{err}");

@@ -60,7 +60,7 @@ impl Shared {
             overrides,
             [config.listen, config.admin_listen]
                 .into_iter()
-                .chain(config.transparent_listen)
+                .chain(config.transparent_listen.iter().copied())
                 .collect(),
             config.timeouts.dns,
         );

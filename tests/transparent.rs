@@ -23,6 +23,8 @@ const PROXY_UID: u32 = 1337;
 const APP_UID: u32 = 1338;
 const IBAN: &str = "DE89 3704 0044 0532 0130 00";
 const MOCK_IP: &str = "127.0.0.2";
+/// The IPv6 provider address, added to the namespace's loopback.
+const MOCK_IP6: &str = "fd00:ec::2";
 
 /// A network namespace, deleted on drop (even when the test fails).
 struct Netns {
@@ -152,8 +154,19 @@ fn audit_records(path: &Path) -> Vec<serde_json::Value> {
 /// curl as the app: no proxy variables, ecluse's CA trusted, the provider's
 /// name pinned to `ip`. Returns (HTTP status or 0, body, stderr).
 fn app_curl(ns: &Netns, ca: &Path, ip: &str, port: u16, body: &str) -> (u16, String, String) {
-    let resolve = format!("api.openai.com:{port}:{ip}");
-    let url = format!("https://api.openai.com:{port}/v1/chat/completions");
+    host_curl(ns, ca, "api.openai.com", ip, port, body)
+}
+
+fn host_curl(
+    ns: &Netns,
+    ca: &Path,
+    host: &str,
+    ip: &str,
+    port: u16,
+    body: &str,
+) -> (u16, String, String) {
+    let resolve = format!("{host}:{port}:{ip}");
+    let url = format!("https://{host}:{port}/v1/chat/completions");
     let ca = ca.display().to_string();
     let out = ns.run(
         Some(APP_UID),
@@ -217,15 +230,27 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         }
     };
 
+    ns.run_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{MOCK_IP6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]);
     // The provider, and UDP listeners, inside the namespace.
-    let (tcp, plain_tcp, quic, other_udp) = ns.within(|| {
+    let (tcp, tcp6, plain_tcp, quic, other_udp) = ns.within(|| {
         let tcp = std::net::TcpListener::bind((MOCK_IP, 443)).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let plain = std::net::TcpListener::bind((MOCK_IP, 80)).unwrap();
         plain.set_nonblocking(true).unwrap();
+        let tcp6 = std::net::TcpListener::bind((MOCK_IP6, 443)).unwrap();
+        tcp6.set_nonblocking(true).unwrap();
         let quic = UdpSocket::bind((MOCK_IP, 443)).unwrap();
         let other = UdpSocket::bind((MOCK_IP, 8443)).unwrap();
-        (tcp, plain, quic, other)
+        (tcp, tcp6, plain, quic, other)
     });
     let pki = TestPki::new();
     let mock = MockUpstream::start_on(
@@ -234,6 +259,13 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         openai_handler(),
     );
     let mock_addr: SocketAddr = format!("{MOCK_IP}:443").parse().unwrap();
+    // The same provider over IPv6, under its EU name.
+    let mock6 = MockUpstream::start_on(
+        tokio::net::TcpListener::from_std(tcp6).unwrap(),
+        Some(pki.server_config(&["eu.api.openai.com"])),
+        openai_handler(),
+    );
+    let mock6_addr: SocketAddr = format!("[{MOCK_IP6}]:443").parse().unwrap();
     // A plain-HTTP site the registry does not know (tunnelled by default).
     let plain = MockUpstream::start_on(
         tokio::net::TcpListener::from_std(plain_tcp).unwrap(),
@@ -253,7 +285,7 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
     let audit = dir.path().join("audit.jsonl");
     let config = format!(
         "listen: 127.0.0.1:3128\nadmin_listen: 127.0.0.1:9901\n\
-         transparent_listen: 127.0.0.1:15001\nstate_dir: {}\n\
+         transparent_listen: [127.0.0.1:15001, '[::1]:15001']\nstate_dir: {}\n\
          policy:\n  dir: {}\naudit: {{ file: {} }}\n{}",
         state.display(),
         policies.display(),
@@ -261,6 +293,7 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         upstream_yaml(
             &[
                 ("api.openai.com:443", mock_addr),
+                ("eu.api.openai.com:443", mock6_addr),
                 ("plain.example:80", plain_addr)
             ],
             Some(&upstream_ca)
@@ -346,6 +379,18 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
     let reached = mock.recorded();
     assert_eq!(reached.len(), 1, "{}", logs());
     assert!(String::from_utf8_lossy(&reached[0].body).contains("capital of France"));
+
+    // The same over IPv6 (ip6tables, IP6T_SO_ORIGINAL_DST, the [::1] listener).
+    let (status, body, err) = host_curl(
+        &ns,
+        &ca,
+        "eu.api.openai.com",
+        &format!("[{MOCK_IP6}]"),
+        443,
+        &chat("What is the capital of Italy?"),
+    );
+    assert_eq!(status, 200, "{body}{err}\n--- ecluse ---\n{}", logs());
+    assert_eq!(mock6.recorded().len(), 1, "{}", logs());
 
     // Personal data: refused by policy, never reaches the mock.
     let (status, body, _) = app_curl(&ns, &ca, MOCK_IP, 443, &chat(&format!("Pay to {IBAN}")));

@@ -33,12 +33,13 @@ use crate::reply::ProxyError;
 /// The front end for redirected connections, sharing the explicit proxy's.
 pub struct Transparent {
     front: FrontEnd,
-    listen: SocketAddr,
+    /// Every transparent listener address (loop checks).
+    listen: Vec<SocketAddr>,
 }
 
 impl FrontEnd {
-    /// The transparent listener's app, bound at `listen`.
-    pub fn transparent(&self, listen: SocketAddr) -> Transparent {
+    /// The transparent listeners' app, bound at `listen`.
+    pub fn transparent(&self, listen: Vec<SocketAddr>) -> Transparent {
         Transparent {
             front: FrontEnd {
                 shared: self.shared.clone(),
@@ -96,10 +97,16 @@ impl Transparent {
             if buf.capacity() - buf.len() < 512 {
                 buf.reserve(4096);
             }
-            let n = stream
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| Refusal::BadTls(format!("reading the first bytes: {e}")))?;
+            // A client that resets before saying anything is not a decision.
+            let n = match stream.read_buf(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!(
+                        "redirected connection to {original} failed before its first bytes: {e}"
+                    );
+                    return Ok(None);
+                }
+            };
             if n == 0 {
                 return Ok(None);
             }
@@ -140,18 +147,19 @@ impl ServerApp for Transparent {
         // safe wrapper: the address the client connected to before REDIRECT.
         let original = match get_original_dest(l4.as_raw_fd()) {
             Ok(Some(addr)) => addr,
-            Ok(None) => {
-                let refusal = Refusal::NoOriginal("not available on this system".into());
-                self.refuse(&refusal, self.listen, None).await;
-                return None;
-            }
-            Err(e) => {
-                let refusal = Refusal::NoOriginal(e.to_string());
-                self.refuse(&refusal, self.listen, None).await;
+            failed => {
+                let why = match failed {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "not available on this system".into(),
+                };
+                // Never empty: the service exists only with an address.
+                let at = self.listen.first().copied();
+                let at = at.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                self.refuse(&Refusal::NoOriginal(why), at, None).await;
                 return None;
             }
         };
-        if is_loop(original, self.listen) {
+        if self.listen.iter().any(|l| is_loop(original, *l)) {
             self.refuse(&Refusal::Loop { original }, original, None)
                 .await;
             return None;

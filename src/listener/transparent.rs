@@ -279,7 +279,9 @@ mod tests {
     #[test]
     fn plain_http_becomes_absolute_form_with_one_request_per_connection() {
         let original: SocketAddr = "192.0.2.10:80".parse().unwrap();
-        let table: &[(&str, Result<(&str, &str), &str>)] = &[
+        // (input, Ok((authority, rewritten head)) or Err(rule))
+        type Case<'a> = (&'a str, Result<(&'a str, &'a str), &'a str>);
+        let table: &[Case] = &[
             (
                 "GET /v1/models?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\n",
                 Ok(("example.com:80", "GET http://example.com/v1/models?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nConnection: close\r\n\r\n")),

@@ -511,6 +511,24 @@ async fn redirected_traffic_goes_through_ecluse_and_quic_is_dropped() {
         "{text}"
     );
 
+    // Every record, refusals before policy included, replays to the same
+    // policy decision.
+    let policies_arg = policies.display().to_string();
+    let audit_arg = audit.display().to_string();
+    let out = Command::new(bin)
+        .args(["audit", "replay", &audit_arg, "--policy", &policies_arg])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && said.contains("0 mismatched, 0 not replayed")
+            && !said.contains(" 0 reproduced")
+            && !said.starts_with("0 reproduced"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // QUIC: the app's UDP 443 is dropped, other UDP ports and ecluse's own
     // UDP 443 are not.
     // A DROP in OUTPUT fails the sender's write with EPERM.

@@ -26,7 +26,7 @@ use crate::audit::new_decision_id;
 use crate::authority::Authority;
 use crate::event::{self, DecisionEvent, Stage};
 use crate::metrics::track;
-use crate::policy::input::Scheme;
+use crate::policy::input::{RedirectedConnectInput, Scheme};
 use crate::policy::{ConnectAction, ConnectDecision};
 use crate::reply::ProxyError;
 
@@ -52,8 +52,10 @@ impl FrontEnd {
 
 impl Transparent {
     /// Logs and records a connection refused before policy, with the rule
-    /// naming why. The record keeps no policy input: no policy ran, so an
-    /// audit replay has nothing to evaluate again.
+    /// naming why. The policy is still asked (about the name, or the bare
+    /// address when there is none) and its answer kept as the record's
+    /// `result` with the input it was given: `audit replay` reproduces it,
+    /// while `action`, `rule` and `reason` say what ecluse did.
     async fn refuse(&self, refusal: &Refusal, original: SocketAddr, name: Option<&Authority>) {
         let shared = &self.front.shared;
         warn!("refused a redirected connection to {original}: {refusal}");
@@ -66,6 +68,8 @@ impl Transparent {
             .cloned()
             .unwrap_or_else(|| Authority::new(&original.ip().to_string(), original.port()));
         let destination = shared.destination(&snapshot, &named, Scheme::Https);
+        let input = RedirectedConnectInput::new(&destination.doc, &shared.source, original);
+        let policy = snapshot.decide_connect(&input);
         let decision = ConnectDecision {
             action: ConnectAction::Deny,
             reason: refusal.to_string(),
@@ -80,7 +84,9 @@ impl Transparent {
             &decision,
             &destination.doc,
         );
-        record.input = None;
+        record.input = event::raw_json(&input);
+        record.result = event::raw_json(&policy);
+        record.error = Some(refusal.to_string());
         event::emit(shared, &record, event::SpanTarget::Connect);
     }
 

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # ecluse container image: a release build, then a small runtime with CA
-# roots, git and ssh (for Git policy sources), running as a non-root user.
+# roots, git and ssh (for Git policy sources), iptables (for `ecluse iptables`
+# in the transparent overlay's init container), running as a non-root user.
 # The build step is the command .ci/run proves on every change:
 #   cargo build --release --locked --bin ecluse
 
@@ -20,7 +21,7 @@ RUN cargo build --release --locked --bin ecluse \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates git openssh-client \
+ && apt-get install -y --no-install-recommends ca-certificates git openssh-client iptables \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 65532 ecluse \
  && useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/ecluse --shell /usr/sbin/nologin ecluse \

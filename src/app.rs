@@ -202,10 +202,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
             forwarder,
         ),
     );
-    let mut front = Service::new(
-        "ecluse proxy".to_string(),
-        FrontEnd::new(gate.clone(), recorders.clone(), proxy),
-    );
+    let front_end = FrontEnd::new(gate.clone(), recorders.clone(), proxy);
+    let transparent = (!config.transparent_listen.is_empty()).then(|| {
+        let mut service = Service::new(
+            "ecluse transparent".to_string(),
+            front_end.transparent(config.transparent_listen.clone()),
+        );
+        for listen in &config.transparent_listen {
+            service.add_listener(
+                pingora_core::listeners::ListenerConfig::tcp(listen.to_string())
+                    .l4_buffer(pingora_core::listeners::L4BufferSettings::new(0, 1460)),
+            );
+        }
+        service
+    });
+    let mut front = Service::new("ecluse proxy".to_string(), front_end);
     // No L4 read buffer: every reader above the socket (the CONNECT head
     // reader, rustls, pingora's HTTP session, the tunnel relay) buffers on
     // its own, so pingora's default 64 KiB one per connection would only
@@ -221,6 +232,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
     server.add_service(front);
+    if let Some(transparent) = transparent {
+        let on: Vec<String> = config
+            .transparent_listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        info!("transparent listener on {}", on.join(", "));
+        server.add_service(transparent);
+    }
     server.add_service(admin);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(8);
     let _ = lifecycle.reload.set(ReloadHandle(reload_tx));

@@ -51,6 +51,33 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Install (or remove, or print) the rules sending every uid's outbound
+    /// TCP 80/443 except ecluse's own to the transparent listener, and
+    /// dropping their UDP 443 (QUIC). Needs NET_ADMIN; an init container runs it.
+    Iptables {
+        /// The uid ecluse runs as: its connections are not redirected.
+        #[arg(long)]
+        proxy_uid: u32,
+        /// The port of `transparent_listen`.
+        #[arg(long)]
+        port: u16,
+        /// Print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove ecluse's chains and jumps.
+        #[arg(long)]
+        remove: bool,
+        /// A destination range never redirected (the cluster's service CIDR, ...); repeatable.
+        #[arg(long, value_name = "CIDR")]
+        exclude: Vec<crate::iptables::Cidr>,
+        /// Install IPv6 rules too (auto: when ip6tables works here).
+        #[arg(long, value_enum, default_value = "auto")]
+        ipv6: crate::iptables::Ipv6,
+        /// The iptables binary (iptables-legacy, iptables-nft, a path);
+        /// ip6tables is derived from it.
+        #[arg(long, default_value = "iptables")]
+        iptables_cmd: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,7 +213,59 @@ fn run_command(cli: Cli) -> ExitCode {
                 until,
             } => audit_report(&files, &out, format, since.as_deref(), until.as_deref()),
         },
+        Command::Iptables {
+            proxy_uid,
+            port,
+            dry_run,
+            remove,
+            exclude,
+            ipv6,
+            iptables_cmd,
+        } => {
+            let options = crate::iptables::Options {
+                proxy_uid,
+                port,
+                exclude,
+            };
+            iptables(&options, dry_run, remove, ipv6, &iptables_cmd)
+        }
     }
+}
+
+fn iptables(
+    options: &crate::iptables::Options,
+    dry_run: bool,
+    remove: bool,
+    ipv6: crate::iptables::Ipv6,
+    cmd: &str,
+) -> ExitCode {
+    use crate::iptables::{execute, families, install, render, Family, Ipv6};
+    // A dry run on a machine without ip6tables still shows both families.
+    let families = if dry_run && ipv6 == Ipv6::Auto {
+        families(cmd, Ipv6::On)
+    } else {
+        families(cmd, ipv6)
+    };
+    for (family, cmd) in families {
+        let steps = if remove {
+            crate::iptables::remove()
+        } else {
+            install(family, options)
+        };
+        for step in &steps {
+            if dry_run {
+                println!("{}", render(&cmd, step));
+            } else if let Err(e) = execute(&cmd, step) {
+                return fail(&e);
+            }
+        }
+        if !dry_run {
+            let what = if remove { "removed" } else { "installed" };
+            let name = if family == Family::V4 { "IPv4" } else { "IPv6" };
+            println!("{name} rules {what} with {cmd}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn audit_report(

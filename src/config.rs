@@ -46,6 +46,13 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub admin: AdminConfig,
+    /// Where connections redirected by `ecluse iptables` arrive (off unless
+    /// set; one address or a list, e.g. `127.0.0.1:15001` and `[::1]:15001`
+    /// for both families): each is decided as a `CONNECT` to its TLS SNI
+    /// (or plain HTTP `Host`) that must resolve to the connection's original
+    /// destination.
+    #[serde(deserialize_with = "one_or_many")]
+    pub transparent_listen: Vec<SocketAddr>,
     pub state_dir: PathBuf,
     pub ca: CaConfig,
     pub mode: Mode,
@@ -67,6 +74,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             admin: AdminConfig::default(),
+            transparent_listen: Vec::new(),
             state_dir: PathBuf::from(".ecluse"),
             ca: CaConfig::default(),
             mode: Mode::Enforce,
@@ -514,6 +522,13 @@ impl Config {
                 self.listen
             ));
         }
+        for t in &self.transparent_listen {
+            if *t == self.listen || *t == self.admin_listen {
+                problems.push(format!(
+                    "transparent_listen {t} is also listen or admin_listen; it needs its own address"
+                ));
+            }
+        }
         if self.ca.cert_file.is_some() != self.ca.key_file.is_some() {
             problems.push("ca.cert_file and ca.key_file must be given together".to_string());
         }
@@ -660,6 +675,23 @@ fn is_local_git_path(url: &str) -> bool {
     }
 }
 
+/// One address or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(a)) => Ok(vec![a]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "transparent_listen: expected an address (127.0.0.1:15001) or a list of them",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,6 +782,24 @@ mod tests {
             !text.contains("ghp_secret123"),
             "the token is echoed: {text}"
         );
+    }
+
+    #[test]
+    fn the_transparent_listener_is_off_unless_set_and_needs_its_own_address() {
+        assert!(Config::from_yaml("").unwrap().transparent_listen.is_empty());
+        let c = Config::from_yaml("transparent_listen: 127.0.0.1:15001").unwrap();
+        assert_eq!(
+            c.transparent_listen,
+            ["127.0.0.1:15001".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(c.validate().is_ok());
+        let c = Config::from_yaml("transparent_listen: [127.0.0.1:15001, '[::1]:15001']").unwrap();
+        assert_eq!(c.transparent_listen.len(), 2);
+        let err = Config::from_yaml("transparent_listen: 15001").unwrap_err();
+        assert!(err.contains("expected an address"), "{err}");
+        let c = Config::from_yaml("transparent_listen: 127.0.0.1:3128").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("transparent_listen 127.0.0.1:3128"), "{err}");
     }
 
     #[test]

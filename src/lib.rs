@@ -16,6 +16,7 @@ pub(crate) mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod headers;
+pub mod iptables;
 pub mod listener;
 pub mod llm;
 pub mod log_sink;

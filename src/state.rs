@@ -100,7 +100,10 @@ impl Gate {
             .collect();
         let resolver = Resolver::new(
             overrides,
-            vec![config.listen, config.admin_listen],
+            [config.listen, config.admin_listen]
+                .into_iter()
+                .chain(config.transparent_listen.iter().copied())
+                .collect(),
             config.timeouts.dns,
         );
         let source = SourceDoc {

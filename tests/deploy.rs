@@ -58,7 +58,12 @@ fn kustomize_overlays_render_and_validate_against_kubernetes_schemas() {
         assert!(status.success(), "pip install kubernetes-validate");
     }
     let out_dir = tempfile::tempdir().unwrap();
-    for overlay in ["base", "overlays/git", "overlays/cert-manager"] {
+    for overlay in [
+        "base",
+        "overlays/git",
+        "overlays/cert-manager",
+        "overlays/transparent",
+    ] {
         let dir = root().join("examples/kubernetes").join(overlay);
         let out = Command::new("kubectl")
             .arg("kustomize")
@@ -77,16 +82,25 @@ fn kustomize_overlays_render_and_validate_against_kubernetes_schemas() {
             "{overlay}: no native sidecar"
         );
         assert!(rendered.contains("path: /readyz") && rendered.contains("path: /healthz"));
+        let transparent = overlay.ends_with("transparent");
+        // Every mode trusts ecluse's CA; only the HTTPS_PROXY modes set proxies.
+        let proxy_env: &[&str] = &["HTTPS_PROXY", "NO_PROXY", "NODE_USE_ENV_PROXY"];
         for env in [
-            "HTTPS_PROXY",
-            "NO_PROXY",
             "SSL_CERT_FILE",
             "REQUESTS_CA_BUNDLE",
             "NODE_EXTRA_CA_CERTS",
-            "NODE_USE_ENV_PROXY",
             "ECLUSE_NAMESPACE",
-        ] {
+        ]
+        .iter()
+        .chain(if transparent { &[][..] } else { proxy_env })
+        {
             assert!(rendered.contains(env), "{overlay}: {env} missing");
+        }
+        if transparent {
+            for env in proxy_env.iter().chain(&["HTTP_PROXY"]) {
+                assert!(!rendered.contains(env), "{overlay}: {env} still set");
+            }
+            transparent_shape(&rendered);
         }
         let file = out_dir
             .path()
@@ -104,6 +118,53 @@ fn kustomize_overlays_render_and_validate_against_kubernetes_schemas() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The transparent overlay: the rules' init container runs first, as root
+/// with NET_ADMIN, excluding the uid the sidecar runs as, on the port the
+/// sidecar's `transparent_listen` binds.
+fn transparent_shape(rendered: &str) {
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(rendered)
+        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .collect();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let inits = deployment["spec"]["template"]["spec"]["initContainers"]
+        .as_sequence()
+        .unwrap();
+    let (rules, sidecar) = (&inits[0], &inits[1]);
+    let args: Vec<&str> = rules["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &args[..5],
+        ["iptables", "--proxy-uid", "1337", "--port", "15001"]
+    );
+    assert!(
+        rules["restartPolicy"].is_null(),
+        "the rules container must exit"
+    );
+    assert_eq!(rules["securityContext"]["runAsUser"], 0);
+    let added = &rules["securityContext"]["capabilities"]["add"];
+    assert!(added
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|c| c == "NET_ADMIN"));
+    assert_eq!(sidecar["name"], "ecluse");
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 1337);
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["ecluse.yaml"].is_string())
+        .expect("the ecluse config map");
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(config["data"]["ecluse.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config["transparent_listen"], "127.0.0.1:15001");
 }
 
 #[test]

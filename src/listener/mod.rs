@@ -6,6 +6,8 @@
 
 pub mod connect;
 pub mod head_clock;
+mod redirected;
+pub mod transparent;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use crate::audit::new_decision_id;
 use crate::authority::Authority;
 use crate::event::{self, DecisionEvent, Stage};
 use crate::metrics::track;
-use crate::policy::input::Scheme;
+use crate::policy::input::{RedirectedConnectInput, Scheme};
 use crate::policy::verdict::connect_verdict;
 use crate::policy::ConnectAction;
 use crate::proxy::EgressProxy;
@@ -38,6 +40,7 @@ pub use crate::tunnel::TunnelTarget;
 use crate::upstream::resolve::Resolved;
 use connect::{parse_head, Head};
 use head_clock::{ClockedStream, HeadClock};
+pub use redirected::Transparent;
 
 enum Plan {
     Tunnel(TcpStream),
@@ -67,7 +70,14 @@ impl FrontEnd {
 
     /// Decides a CONNECT, records the decision, and prepares what it asks
     /// for (resolution, upstream connection, leaf); nothing is written yet.
-    async fn plan_connect(&self, authority: &Authority) -> Result<Plan, ProxyError> {
+    /// `pinned`: the address a redirected connection was sent to, already
+    /// checked against the name (see `resolve_original`); it is the one
+    /// dialled.
+    async fn plan_connect(
+        &self,
+        authority: &Authority,
+        pinned: Option<Resolved>,
+    ) -> Result<Plan, ProxyError> {
         self.recorders
             .audit
             .room()
@@ -75,7 +85,20 @@ impl FrontEnd {
             .map_err(ProxyError::Unavailable)?;
         let snapshot = self.gate.snapshot.load_full();
         let destination = self.gate.destination(&snapshot, authority, Scheme::Https);
-        let decision = snapshot.decide_connect_at(&destination, &self.gate.source_value);
+        // A redirected connection's input also says where it was sent: it is
+        // evaluated as recorded (no per-destination cache), so a replay of
+        // the record gives the same decision.
+        let (decision, redirected_input) = match &pinned {
+            None => (
+                snapshot.decide_connect_at(&destination, &self.gate.source_value),
+                None,
+            ),
+            Some(original) => {
+                let input =
+                    RedirectedConnectInput::new(&destination.doc, &self.gate.source, original.addr);
+                (snapshot.decide_connect(&input), event::raw_json(&input))
+            }
+        };
         let destination = &destination.doc;
         let decision_id = new_decision_id();
         let registered = destination.provider.is_some();
@@ -86,11 +109,11 @@ impl FrontEnd {
                 status: 403,
                 decision_id: Some(decision_id.clone()),
             }),
-            ConnectAction::Tunnel => match self.gate.resolver.resolve(authority).await {
+            ConnectAction::Tunnel => match self.resolve(authority, pinned).await {
                 Ok(resolved) => self.dial(authority, resolved).await.map(Plan::Tunnel),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             },
-            ConnectAction::Intercept => self.prepare_intercept(authority).await,
+            ConnectAction::Intercept => self.prepare_intercept(authority, pinned).await,
         };
         // A refusal is the decision itself; any other failure is an action
         // decided but not carried out.
@@ -108,12 +131,30 @@ impl FrontEnd {
         );
         record.error = failure.map(|e| e.to_string());
         record.error_code = plan.as_ref().err().map(|e| e.code());
+        if redirected_input.is_some() {
+            record.input = redirected_input;
+        }
         event::emit(&self.recorders, &record, event::SpanTarget::Connect);
         plan
     }
 
-    async fn prepare_intercept(&self, authority: &Authority) -> Result<Plan, ProxyError> {
-        let resolved = self.gate.resolver.resolve(authority).await?;
+    async fn resolve(
+        &self,
+        authority: &Authority,
+        pinned: Option<Resolved>,
+    ) -> Result<Resolved, ProxyError> {
+        match pinned {
+            Some(resolved) => Ok(resolved),
+            None => Ok(self.gate.resolver.resolve(authority).await?),
+        }
+    }
+
+    async fn prepare_intercept(
+        &self,
+        authority: &Authority,
+        pinned: Option<Resolved>,
+    ) -> Result<Plan, ProxyError> {
+        let resolved = self.resolve(authority, pinned).await?;
         let host_config = self
             .gate
             .leaves
@@ -153,15 +194,20 @@ impl FrontEnd {
         }
     }
 
+    /// Relays a tunnel; `answer` is what the client is told first (the
+    /// CONNECT's 200; nothing for a redirected connection).
     async fn tunnel(
         &self,
         mut client: Stream,
         authority: &Authority,
         mut upstream: TcpStream,
         early: BytesMut,
+        answer: Option<&[u8]>,
     ) {
-        if write_flush(&mut client, CONNECT_ESTABLISHED).await.is_err() {
-            return;
+        if let Some(answer) = answer {
+            if write_flush(&mut client, answer).await.is_err() {
+                return;
+            }
         }
         if !early.is_empty() && upstream.write_all(&early).await.is_err() {
             return;
@@ -293,14 +339,21 @@ impl ServerApp for FrontEnd {
             Head::Connect { authority, len } => {
                 let early = buf.split_off(len);
                 drop(buf);
-                match Box::pin(self.plan_connect(&authority)).await {
+                match Box::pin(self.plan_connect(&authority, None)).await {
                     Err(e) => {
                         metrics.count("ecluse_errors_total", &[("code", e.code())]);
                         info!("CONNECT {authority} refused: {e}");
                         reply(&mut stream, &e).await;
                     }
                     Ok(Plan::Tunnel(upstream)) => {
-                        self.tunnel(stream, &authority, upstream, early).await
+                        self.tunnel(
+                            stream,
+                            &authority,
+                            upstream,
+                            early,
+                            Some(CONNECT_ESTABLISHED),
+                        )
+                        .await
                     }
                     Ok(Plan::Intercept(target, host_config)) => {
                         if write_flush(&mut stream, CONNECT_ESTABLISHED).await.is_ok() {

@@ -60,6 +60,47 @@ pub struct SourceDoc {
     pub namespace: Option<String>,
 }
 
+/// The connect input of a connection redirected to the transparent
+/// listener: a `CONNECT`'s (`destination.host` is the SNI or `Host`), plus
+/// `connection`, where the client really sent it. Explicit-proxy inputs
+/// have no `connection`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedirectedConnectInput<'a> {
+    pub version: u32,
+    pub stage: &'static str,
+    pub destination: &'a DestinationDoc,
+    pub source: &'a SourceDoc,
+    pub connection: ConnectionDoc,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionDoc {
+    /// Always `true` here: redirected by iptables, not sent to the proxy.
+    pub transparent: bool,
+    /// The address and port the client connected to (`SO_ORIGINAL_DST`);
+    /// ecluse has checked that `destination.host` resolves to it.
+    pub original_destination: String,
+}
+
+impl<'a> RedirectedConnectInput<'a> {
+    pub fn new(
+        destination: &'a DestinationDoc,
+        source: &'a SourceDoc,
+        original: std::net::SocketAddr,
+    ) -> RedirectedConnectInput<'a> {
+        RedirectedConnectInput {
+            version: 1,
+            stage: "connect",
+            destination,
+            source,
+            connection: ConnectionDoc {
+                transparent: true,
+                original_destination: original.to_string(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectInput {
     pub version: u32,

@@ -40,6 +40,20 @@ pub enum ResolveError {
     Loop { host: String, addr: SocketAddr },
 }
 
+/// Why a redirected connection's name is not accepted for its address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginalError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The name does not resolve to where the connection went.
+    #[error("{host} does not resolve to {original}, where the connection was sent (it resolves to {})", .resolved.join(", "))]
+    NotOriginal {
+        host: String,
+        original: SocketAddr,
+        resolved: Vec<String>,
+    },
+}
+
 /// The resolver: `upstream.resolve` overrides first, then the system resolver
 /// (getaddrinfo on tokio's blocking pool, so /etc/hosts and the pod's
 /// resolv.conf search domains apply), bounded by `timeouts.dns`.
@@ -67,6 +81,67 @@ impl Resolver {
     /// are refused.
     pub async fn resolve(&self, authority: &Authority) -> Result<Resolved, ResolveError> {
         self.resolve_checked(authority, true).await
+    }
+
+    /// For a redirected (transparent) connection: whether the name the
+    /// client gave (SNI or `Host`) resolves to the address it actually
+    /// connected to. The answer pins that address, so the connection goes
+    /// where the client sent it and is decided as the name it claimed; a
+    /// client naming an allowed host to reach another address is refused.
+    /// The same refusals as [`Resolver::resolve`] apply (private addresses
+    /// unless `upstream.resolve` names them, ecluse's own listeners).
+    pub async fn resolve_original(
+        &self,
+        authority: &Authority,
+        original: SocketAddr,
+    ) -> Result<Resolved, OriginalError> {
+        let mismatch = |addrs: &[SocketAddr]| OriginalError::NotOriginal {
+            host: authority.host.clone(),
+            original,
+            resolved: addrs.iter().map(|a| a.ip().to_string()).collect(),
+        };
+        if let Some(addr) = self.overrides.get(authority) {
+            if !same_address(*addr, original) {
+                return Err(mismatch(&[*addr]));
+            }
+            self.check_loop(&authority.host, original)?;
+            return Ok(Resolved {
+                addr: original,
+                configured: true,
+            });
+        }
+        let candidates: Vec<SocketAddr> = match authority.ip() {
+            Some(ip) => vec![SocketAddr::new(ip, authority.port)],
+            None => {
+                let lookup = tokio::net::lookup_host((authority.host.as_str(), authority.port));
+                match tokio::time::timeout(self.timeout, lookup).await {
+                    Err(_) => {
+                        return Err(ResolveError::Timeout {
+                            host: authority.host.clone(),
+                            timeout: self.timeout,
+                        }
+                        .into())
+                    }
+                    Ok(Err(e)) => {
+                        return Err(ResolveError::NotFound {
+                            host: authority.host.clone(),
+                            reason: e.to_string(),
+                        }
+                        .into())
+                    }
+                    Ok(Ok(addrs)) => addrs.collect(),
+                }
+            }
+        };
+        if !candidates.iter().any(|a| same_address(*a, original)) {
+            return Err(mismatch(&candidates));
+        }
+        let addr = self.pick_public(&authority.host, &[original])?;
+        self.check_loop(&authority.host, addr)?;
+        Ok(Resolved {
+            addr,
+            configured: false,
+        })
     }
 
     /// Resolves a configured target (an in-cluster vLLM is private by
@@ -163,6 +238,11 @@ impl Resolver {
     }
 }
 
+/// Same IP (an IPv4-mapped IPv6 address is its IPv4 one) and port.
+fn same_address(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
 fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified() || classify(ip).is_some()
 }
@@ -236,6 +316,63 @@ mod tests {
         assert_eq!(r.pick_public("x", &addrs).unwrap(), addrs[1]);
         let err = r.pick_public("x", &addrs[..1]).unwrap_err();
         assert!(err.to_string().contains("private"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_redirected_name_must_resolve_to_the_original_destination() {
+        let r = resolver(&[("api.openai.com:443", "127.0.0.2:443")]);
+        let openai = Authority::new("api.openai.com", 443);
+        let got = r
+            .resolve_original(&openai, "127.0.0.2:443".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got.addr, "127.0.0.2:443".parse().unwrap());
+        assert!(got.configured);
+        let mapped = r
+            .resolve_original(&openai, "[::ffff:127.0.0.2]:443".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(mapped.configured);
+
+        // A client naming an allowed host to reach another address.
+        let table: &[(&str, &str, &str)] = &[
+            (
+                "api.openai.com:443",
+                "127.0.0.3:443",
+                "does not resolve to 127.0.0.3:443",
+            ),
+            (
+                "api.openai.com:443",
+                "127.0.0.2:8443",
+                "does not resolve to",
+            ),
+            (
+                "8.8.8.8:443",
+                "8.8.4.4:443",
+                "does not resolve to 8.8.4.4:443",
+            ),
+            ("10.1.2.3:443", "10.1.2.3:443", "private"),
+            ("127.0.0.1:3128", "127.0.0.1:3128", "loopback"),
+        ];
+        for (name, original, want) in table {
+            let name = crate::authority::parse_authority(name).unwrap();
+            let err = r
+                .resolve_original(&name, original.parse().unwrap())
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(want),
+                "{name} -> {original}: {err}"
+            );
+        }
+        let public = r
+            .resolve_original(
+                &Authority::new("8.8.8.8", 443),
+                "8.8.8.8:443".parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(!public.configured);
     }
 
     #[tokio::test]

@@ -116,6 +116,15 @@ impl Drop for MockUpstream {
 impl MockUpstream {
     pub async fn start(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, tls, handler)
+    }
+
+    /// Serves on a listener the test bound (in a network namespace, ...).
+    pub fn start_on(
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: Handler,
+    ) -> MockUpstream {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let cancelled = Arc::new(AtomicUsize::new(0));

@@ -75,6 +75,12 @@ fn mistral_handler() -> Handler {
             }
         }
         let model = body["model"].as_str().unwrap_or_default().to_string();
+        if model == "mistral-broken" {
+            return MockResponse::json(
+                400,
+                json!({"object": "error", "message": "Invalid model: mistral-broken", "type": "invalid_model", "param": null, "code": "1500"}),
+            );
+        }
         let tools = body.get("tools").is_some();
         if body["stream"] == true {
             let mut events = if tools {
@@ -143,11 +149,33 @@ fn mistral_handler() -> Handler {
     })
 }
 
+/// An in-cluster vLLM that serves the Responses API itself.
+fn vllm_handler() -> Handler {
+    Arc::new(|req: &Recorded| {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        if (req.method.as_str(), req.path.as_str()) != ("POST", "/v1/responses") {
+            return MockResponse::json(404, json!({"detail": "Not Found"}));
+        }
+        MockResponse::json(
+            200,
+            json!({
+                "id": "resp_vllm1", "object": "response", "created_at": 1_700_000_000, "status": "completed",
+                "model": body["model"], "output": [{"type": "message", "id": "msg_v1", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "local answer", "annotations": []}]}],
+                "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+                "usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11,
+                          "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+            }),
+        )
+    })
+}
+
 struct World {
     _pki: TestPki,
     openai: MockUpstream,
     anthropic: MockUpstream,
     mistral: MockUpstream,
+    vllm: MockUpstream,
     proxy: Proxy,
     bundle: std::path::PathBuf,
 }
@@ -169,6 +197,8 @@ async fn world() -> World {
         mistral_handler(),
     )
     .await;
+    let vllm = MockUpstream::start(None, vllm_handler()).await;
+    let vllm_port = vllm.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("mistral-key");
     std::fs::write(&key_file, format!("{MISTRAL_KEY}\n")).unwrap();
@@ -179,6 +209,7 @@ async fn world() -> World {
     "api.openai.com:443": "{openai}"
     "api.anthropic.com:443": "{anthropic}"
     "api.eu.mistral.ai:443": "{mistral}"
+    "vllm.llm.svc:{vllm_port}": "{vllm}"
 targets:
   mistral:
     base_url: https://api.eu.mistral.ai/v1
@@ -186,12 +217,18 @@ targets:
     models:
       gpt-4o: mistral-large-latest
       claude-sonnet-4-5: mistral-medium-latest
+      claude-broken: mistral-broken
       "*": mistral-small-latest
+  vllm:
+    base_url: http://vllm.llm.svc:{vllm_port}/v1
+    native: [responses]
+    models: {{ "*": meta-llama/Llama-3.1-8B-Instruct }}
 "#,
         ca = pki.ca_path.display(),
         openai = openai.addr,
         anthropic = anthropic.addr,
         mistral = mistral.addr,
+        vllm = vllm.addr,
         key = key_file.display(),
     );
     let proxy = Proxy::start_in(dir, &yaml);
@@ -209,6 +246,7 @@ targets:
         openai,
         anthropic,
         mistral,
+        vllm,
         proxy,
         bundle,
     }
@@ -244,6 +282,10 @@ if mode.startswith("responses"):
                 tools=[{"type": "function", "name": "get_weather", "parameters": weather_schema}])
             calls = [i for i in r.output if i.type == "function_call"]
             out = {"tool": calls[0].name, "arguments": json.loads(calls[0].arguments), "call_id": calls[0].call_id}
+        elif mode == "responses_special":
+            r = client.with_options(default_headers={"x-data-classification": "special-category"}).responses.create(
+                model="gpt-4o", input="Patient record")
+            out = {"text": r.output_text, "usage": r.usage.total_tokens}
         elif mode == "responses_stateful":
             client.responses.create(model="gpt-4o", input="And marie.dupont@example.fr?",
                 previous_response_id="resp_abc123")
@@ -278,13 +320,15 @@ else:
                 final = s.get_final_message()
             use = [b for b in final.content if b.type == "tool_use"][0]
             out = {"tool": use.name, "input": use.input, "stop": final.stop_reason}
+        elif mode == "messages_target_error":
+            client.messages.create(model="claude-broken", max_tokens=10, messages=msgs)
         elif mode == "messages_tool_result":
             r = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, tools=tools, messages=msgs + [
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"}]}])
             out = {"stop": r.stop_reason}
     except anthropic.APIStatusError as e:
-        out = {"status": e.status_code, "message": str(e)}
+        out = {"status": e.status_code, "message": str(e), "type": type(e).__name__, "body": e.body}
 print(json.dumps(out))
 "#;
 
@@ -367,6 +411,19 @@ async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
         sent_to_mistral(&w, 2)["tools"][0]["function"]["name"],
         "get_weather"
     );
+
+    // Special-category data goes to the in-cluster vLLM, which serves the
+    // Responses API itself: sent as it is, model mapped.
+    let special = run("responses_special").await;
+    assert_eq!(special["text"], "local answer", "{special}");
+    assert_eq!(special["usage"], 11);
+    let native = w.vllm.recorded();
+    assert_eq!(native.len(), 1);
+    assert_eq!(native[0].path, "/v1/responses");
+    let sent: Value = serde_json::from_slice(&native[0].body).unwrap();
+    assert_eq!(sent["model"], "meta-llama/Llama-3.1-8B-Instruct");
+    assert_eq!(sent["input"], "Patient record");
+    assert!(native[0].header("authorization").is_none());
 
     // State kept by OpenAI cannot move: refused, and sent nowhere.
     let stateful = run("responses_stateful").await;
@@ -453,6 +510,19 @@ async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
     assert!(
         id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric()),
         "{id}"
+    );
+
+    // The target's own error reaches the app in Anthropic's shape.
+    let failed = run("messages_target_error").await;
+    assert_eq!(failed["status"], 400, "{failed}");
+    assert_eq!(failed["type"], "BadRequestError", "{failed}");
+    assert_eq!(failed["body"]["type"], "error", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid model"),
+        "{failed}"
     );
 
     assert!(

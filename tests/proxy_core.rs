@@ -1615,6 +1615,82 @@ async fn refusals_after_100_continue_reach_the_client() {
     assert!(s.openai.recorded().is_empty());
 }
 
+/// Every refusal reaches the client with its status and JSON error, over
+/// HTTP/1.1 and HTTP/2, with and without `Expect: 100-continue`: those made
+/// before the body is read (an invalid declaration, a Content-Length over
+/// the limit, a head for another host than the tunnel's) and the policy's,
+/// made after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_reach_the_client_over_h1_and_h2_with_or_without_100_continue() {
+    let s = setup("limits: { max_request_body: 1KiB }\n").await;
+    let ca = s.proxy.ca_path();
+    let small = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let large = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "z".repeat(2048)
+    );
+    let cases = [
+        (
+            "x-data-classification: bogus",
+            small,
+            "400",
+            "invalid_header",
+        ),
+        (
+            "x-request-id: large",
+            large.as_str(),
+            "413",
+            "body_too_large",
+        ),
+        (
+            "host: api.anthropic.com",
+            small,
+            "421",
+            "misdirected_request",
+        ),
+        (
+            "x-data-classification: personal",
+            small,
+            "403",
+            "policy_denied",
+        ),
+    ];
+    // curl drops a header given with no value: `Expect:` sends the body at once.
+    let mut failures = Vec::new();
+    for (http, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        for expect in ["Expect: 100-continue", "Expect:"] {
+            for (header, body, status, code) in cases {
+                let (exit, out, err) = curl(&[
+                    http,
+                    "--proxy",
+                    &s.proxy.proxy_url(),
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    "-H",
+                    expect,
+                    "-H",
+                    "content-type: application/json",
+                    "-H",
+                    header,
+                    "-w",
+                    "\n%{http_code} %{http_version}",
+                    "--data-binary",
+                    body,
+                    "https://api.openai.com/v1/chat/completions",
+                ]);
+                let case = format!("{http} {expect:?} {header}");
+                let (json, got) = out.rsplit_once('\n').unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                if exit != 0 || got != format!("{status} {version}") || v["error"]["code"] != code {
+                    failures.push(format!("{case}: exit {exit}, {got}, {json}\n{err}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{}", s.proxy.logs());
+    assert!(s.openai.recorded().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_inside_a_tunnel_is_refused() {
     let s = setup("").await;

@@ -452,7 +452,7 @@ async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
     ];
     let over = [
         ("--http1.1", "HTTP/1.1 400", "expect: 100-continue"),
-        ("--http2", "HTTP/2 400", "expect:"),
+        ("--http2", "HTTP/2 400", "expect: 100-continue"),
     ];
     for ((url, message_at, kind_at, kind, header), (http, status_line, expect)) in cases
         .into_iter()

@@ -980,12 +980,18 @@ impl EgressProxy {
         {
             let _ = header.insert_header("x-ecluse-decision-id", id.as_str());
         }
+        // An HTTP/2 stream dropped while its request body is still open is
+        // reset (RST_STREAM NO_ERROR) right behind the answer, and curl then
+        // reports an empty reply: a client told to wait for a `100 Continue`
+        // (which pingora never sends on HTTP/2) sees no refusal. Draining
+        // lets the client end the stream itself.
         if session
             .write_response_header(Box::new(header), false)
             .await
             .is_ok()
             && session.write_response_body(Some(body), true).await.is_ok()
-            && matches!(error, ProxyError::BodyTooLarge { .. })
+            && (matches!(error, ProxyError::BodyTooLarge { .. })
+                || (session.is_http2() && !session.is_body_done()))
         {
             discard_unread_body(session).await;
         }

@@ -52,6 +52,30 @@ pub fn target_error(v: &Value) -> Option<TargetError> {
     }
 }
 
+/// The first choice of a chat completion, and its message.
+pub fn first_choice(chat: &Value) -> Result<(&Value, &Value), String> {
+    let choice = chat
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .ok_or("the target's answer has no choices")?;
+    let message = choice
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or("the target's answer has no message")?;
+    Ok((choice, message))
+}
+
+/// The `function` of a tool call in a chat message, and its name.
+pub fn call_function(call: &Value) -> Result<(&Value, &str), String> {
+    let function = call.get("function").ok_or("a tool call has no function")?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("a tool call has no name")?;
+    Ok((function, name))
+}
+
 fn error_text(s: &str) -> TargetError {
     TargetError {
         message: s.to_string(),

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::answer::{
-    target_error, AnswerTranslator, ChatDocument, ChatEvents, ChatJson, ChatStream, TargetError,
+    call_function, first_choice, target_error, AnswerTranslator, ChatDocument, ChatEvents,
+    ChatJson, ChatStream, TargetError,
 };
 use serde_json::{json, Map, Value};
 
@@ -476,14 +477,7 @@ pub fn chat_to_message(chat: &Value, model: &str, ids: &mut IdGen) -> Result<Val
     if let Some(TargetError { message, .. }) = target_error(chat) {
         return Err(format!("the target answered with an error: {message}"));
     }
-    let choice = chat
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .ok_or("the target's answer has no choices")?;
-    let message = choice
-        .get("message")
-        .ok_or("the target's answer has no message")?;
+    let (choice, message) = first_choice(chat)?;
     let mut content = Vec::new();
     let text = content_text(message.get("content").unwrap_or(&Value::Null))?;
     if !text.is_empty() {
@@ -492,11 +486,7 @@ pub fn chat_to_message(chat: &Value, model: &str, ids: &mut IdGen) -> Result<Val
     if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
         let calls = calls.as_array().ok_or("tool_calls is not an array")?;
         for call in calls {
-            let function = call.get("function").ok_or("a tool call has no function")?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or("a tool call has no name")?;
+            let (function, name) = call_function(call)?;
             let input = match function.get("arguments") {
                 None | Some(Value::Null) => json!({}),
                 Some(Value::String(s)) if s.trim().is_empty() => json!({}),

@@ -41,7 +41,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::answer::{
-    AnswerTranslator, ChatDocument, ChatEvents, ChatJson, ChatStream, TargetError,
+    call_function, first_choice, AnswerTranslator, ChatDocument, ChatEvents, ChatJson, ChatStream,
+    TargetError,
 };
 use serde_json::{json, Map, Value};
 
@@ -585,15 +586,7 @@ impl ChatDocument for JsonAnswer {
 
 impl JsonAnswer {
     fn translate(&self, chat: &Value) -> Result<Value, String> {
-        let choice = chat
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first())
-            .ok_or("the target's answer has no choices")?;
-        let message = choice
-            .get("message")
-            .filter(|m| m.is_object())
-            .ok_or("the target's answer has no message")?;
+        let (choice, message) = first_choice(chat)?;
         let finish = choice.get("finish_reason").and_then(Value::as_str);
         let (status, reason) = status_of(finish);
         let item_status = if status == "completed" {
@@ -620,11 +613,7 @@ impl JsonAnswer {
             output.push(message_item(&self.base.message_id(), item_status, content));
         }
         for (n, call) in calls.iter().enumerate() {
-            let function = call.get("function").ok_or("a tool call has no function")?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or("a tool call has no name")?;
+            let (function, name) = call_function(call)?;
             let arguments = match function.get("arguments") {
                 Some(Value::String(s)) => s.clone(),
                 // Some servers send the arguments as an object.

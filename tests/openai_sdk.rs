@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SCRIPT: &str = r#"
@@ -47,24 +45,7 @@ elif mode == "iban-lowercase":
 "#;
 
 fn run_sdk(proxy: &Proxy, bundle: &std::path::Path, mode: &str) -> serde_json::Value {
-    let python = common::python::python();
-    let out = Command::new(python)
-        .args(["-c", SCRIPT, mode])
-        .env("HTTPS_PROXY", proxy.proxy_url())
-        .env("SSL_CERT_FILE", bundle)
-        .env_remove("HTTP_PROXY")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("OPENAI_BASE_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "openai SDK ({mode}) failed:\n{stdout}\n{}\n--- ecluse ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.logs()
-    );
+    let stdout = sdk::run_python_sdk(SCRIPT, &[mode], proxy, bundle, &[]);
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
@@ -80,20 +61,7 @@ async fn openai_sdk_through_https_proxy() {
         &[("api.openai.com:443", mock.addr)],
         Some(&pki.ca_path),
     ));
-    let bundle = proxy.dir.path().join("bundle.pem");
-    let config = proxy.dir.path().join("ecluse.yaml");
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let bundle = sdk::ca_bundle(&proxy);
 
     let (proxy, bundle) = (std::sync::Arc::new(proxy), std::sync::Arc::new(bundle));
     let run = |mode: &'static str| {
@@ -148,15 +116,7 @@ async fn openai_sdk_uploads_and_lowercase_ibans_meet_the_gate() {
         &[("api.openai.com:443", mock.addr)],
         Some(&pki.ca_path),
     ));
-    let bundle = proxy.dir.path().join("bundle.pem");
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(proxy.dir.path().join("ecluse.yaml"))
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let bundle = sdk::ca_bundle(&proxy);
     let (proxy, bundle) = (std::sync::Arc::new(proxy), std::sync::Arc::new(bundle));
     let run = |mode: &'static str| {
         let (proxy, bundle) = (proxy.clone(), bundle.clone());

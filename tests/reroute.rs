@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,123 +13,6 @@ use serde_json::{json, Value};
 
 const MISTRAL_KEY: &str = "mistral-test-key-7f3a";
 const CLIENT_KEY: &str = "sk-client-canary-5521";
-
-/// Fields Mistral's chat endpoint accepts; anything else is a 422, as on
-/// the real API.
-const MISTRAL_CHAT_FIELDS: &[&str] = &[
-    "model",
-    "messages",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stream",
-    "stop",
-    "random_seed",
-    "response_format",
-    "tools",
-    "tool_choice",
-    "presence_penalty",
-    "frequency_penalty",
-    "n",
-    "prediction",
-    "parallel_tool_calls",
-    "safe_prompt",
-];
-const MISTRAL_EMBED_FIELDS: &[&str] = &[
-    "model",
-    "input",
-    "encoding_format",
-    "output_dimension",
-    "output_dtype",
-];
-
-fn extra_forbidden(loc: Vec<Value>) -> MockResponse {
-    MockResponse::json(
-        422,
-        json!({"object": "error", "message": {"detail": [{"type": "extra_forbidden", "loc": loc, "msg": "Extra inputs are not permitted"}]}, "type": "invalid_request_error", "param": null, "code": null}),
-    )
-}
-
-fn mistral_handler() -> Handler {
-    Arc::new(|req: &Recorded| {
-        if req.header("authorization") != Some(&format!("Bearer {MISTRAL_KEY}")) {
-            return MockResponse::json(401, json!({"message": "Unauthorized", "request_id": "r1"}));
-        }
-        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/models") => MockResponse::json(
-                200,
-                json!({"object": "list", "data": [{"id": "mistral-large-latest", "object": "model"}]}),
-            ),
-            ("POST", "/v1/embeddings") => {
-                for key in body.as_object().unwrap().keys() {
-                    if !MISTRAL_EMBED_FIELDS.contains(&key.as_str()) {
-                        return extra_forbidden(vec![json!("body"), json!(key)]);
-                    }
-                }
-                MockResponse::json(
-                    200,
-                    json!({
-                        "id": "emb-1", "object": "list", "model": body["model"],
-                        "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
-                        "usage": {"prompt_tokens": 3, "total_tokens": 3}
-                    }),
-                )
-            }
-            ("POST", "/v1/chat/completions") => {
-                for key in body.as_object().unwrap().keys() {
-                    if !MISTRAL_CHAT_FIELDS.contains(&key.as_str()) {
-                        return extra_forbidden(vec![json!("body"), json!(key)]);
-                    }
-                }
-                for (i, m) in body["messages"].as_array().unwrap().iter().enumerate() {
-                    if m.get("name").is_some() && m["role"] != "tool" {
-                        return extra_forbidden(vec![
-                            json!("body"),
-                            json!("messages"),
-                            json!(i),
-                            json!("name"),
-                        ]);
-                    }
-                }
-                if body["model"] == "mistral-broken" {
-                    return extra_forbidden(vec![json!("body"), json!("model")]);
-                }
-                let model = body["model"].as_str().unwrap_or_default().to_string();
-                let tools = body.get("tools").is_some();
-                let json_mode = body["response_format"]["type"].as_str().is_some();
-                if body["stream"] == true {
-                    let mut events: Vec<String> = ["Bonjour", " depuis", " Paris"]
-                        .iter()
-                        .map(|w| json!({"id": "m-s1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]}).to_string())
-                        .collect();
-                    events.push(json!({"id": "m-s1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}).to_string());
-                    events.push("[DONE]".into());
-                    return MockResponse::Sse {
-                        events,
-                        gap: Duration::from_millis(10),
-                    };
-                }
-                let message = if tools {
-                    json!({"role": "assistant", "content": "", "tool_calls": [{"id": "tc1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]})
-                } else if json_mode {
-                    json!({"role": "assistant", "content": "{\"city\": \"Paris\"}"})
-                } else {
-                    json!({"role": "assistant", "content": "Bonjour depuis Paris"})
-                };
-                MockResponse::json(
-                    200,
-                    json!({
-                        "id": "m-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-                        "choices": [{"index": 0, "message": message, "finish_reason": if tools {"tool_calls"} else {"stop"}}],
-                        "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
-                    }),
-                )
-            }
-            _ => MockResponse::json(404, json!({"detail": "Not Found"})),
-        }
-    })
-}
 
 fn vllm_handler() -> Handler {
     Arc::new(|req: &Recorded| {
@@ -159,78 +41,18 @@ fn vllm_handler() -> Handler {
     })
 }
 
-struct World {
-    _pki: TestPki,
-    openai: MockUpstream,
-    mistral: MockUpstream,
-    vllm: MockUpstream,
-    proxy: Arc<Proxy>,
-    key_file: std::path::PathBuf,
-    bundle: std::path::PathBuf,
-}
+type World = targets::Reroute;
 
 async fn world(models: &str) -> World {
-    let pki = TestPki::new();
-    let openai = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        openai_handler(),
-    )
-    .await;
-    let mistral = MockUpstream::start(
-        Some(pki.server_config(&["api.mistral.ai"])),
-        mistral_handler(),
-    )
-    .await;
-    let vllm = MockUpstream::start(None, vllm_handler()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("mistral-key");
-    std::fs::write(&key_file, format!("{MISTRAL_KEY}\n")).unwrap();
-    let vllm_port = vllm.addr.port();
-    let yaml = format!(
-        r#"upstream:
-  extra_ca_file: {ca}
-  resolve:
-    "api.openai.com:443": "{openai}"
-    "api.mistral.ai:443": "{mistral}"
-    "vllm.llm.svc:{vllm_port}": "{vllm}"
-targets:
-  mistral:
-    base_url: https://api.mistral.ai/v1
-    api_key_file: {key}
-    models: {models}
-  vllm:
-    base_url: http://vllm.llm.svc:{vllm_port}/v1
-    models: {{ "*": meta-llama/Llama-3.1-8B-Instruct }}
-"#,
-        ca = pki.ca_path.display(),
-        openai = openai.addr,
-        mistral = mistral.addr,
-        vllm = vllm.addr,
-        key = key_file.display(),
-    );
-    let proxy = Proxy::start_in(dir, &yaml);
-    let bundle = proxy.dir.path().join("bundle.pem");
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(proxy.dir.path().join("ecluse.yaml"))
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    World {
-        _pki: pki,
-        openai,
-        mistral,
-        vllm,
-        proxy: Arc::new(proxy),
-        key_file,
-        bundle,
-    }
+    targets::reroute(targets::RerouteSetup {
+        mistral_host: "api.mistral.ai",
+        mistral_key: MISTRAL_KEY,
+        mistral_models: models,
+        vllm: vllm_handler(),
+        vllm_native: &[],
+        providers: Vec::new(),
+    })
+    .await
 }
 
 const SCRIPT: &str = r#"
@@ -278,22 +100,12 @@ print(json.dumps(out))
 "#;
 
 fn sdk(w: &World, mode: &str, classification: &str) -> Value {
-    let python = common::python::python();
-    let out = Command::new(python)
-        .args(["-c", SCRIPT, mode, classification, CLIENT_KEY])
-        .env("HTTPS_PROXY", w.proxy.proxy_url())
-        .env("SSL_CERT_FILE", &w.bundle)
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("OPENAI_BASE_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}\n--- ecluse ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        w.proxy.logs()
+    let stdout = sdk::run_python_sdk(
+        SCRIPT,
+        &[mode, classification, CLIENT_KEY],
+        &w.proxy,
+        &w.bundle,
+        &[],
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{mode}: {e}: {stdout}"))
 }
@@ -423,7 +235,9 @@ async fn special_category_data_goes_to_the_in_cluster_vllm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_errors_come_back_in_openai_shape() {
-    let w = Arc::new(world("{ gpt-4o: mistral-large-latest, gpt-4-broken: mistral-broken }").await);
+    let w = Arc::new(
+        world("{ gpt-4o: mistral-large-latest, gpt-4-broken: mistral-extra-field }").await,
+    );
     let out = sdk_async(&w, "broken", "personal").await;
     assert_eq!(out["status"], 422, "{out}");
     assert_eq!(out["body"]["param"], "model");

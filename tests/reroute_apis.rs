@@ -6,148 +6,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
 
 const MISTRAL_KEY: &str = "mistral-test-key-91c2";
 const CLIENT_KEY: &str = "sk-client-canary-7730";
-
-/// Fields Mistral's chat endpoint accepts; anything else is a 422 there.
-const MISTRAL_CHAT_FIELDS: &[&str] = &[
-    "model",
-    "messages",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stream",
-    "stop",
-    "random_seed",
-    "response_format",
-    "tools",
-    "tool_choice",
-    "presence_penalty",
-    "frequency_penalty",
-    "n",
-    "prediction",
-    "parallel_tool_calls",
-    "safe_prompt",
-    "prompt_mode",
-];
-
-fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
-    json!({"id": "m-s1", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    .to_string()
-}
-
-/// A chat-completions-only target: a tool call when tools are offered,
-/// text otherwise; JSON or SSE as asked.
-fn mistral_handler() -> Handler {
-    Arc::new(|req: &Recorded| {
-        if req.header("authorization") != Some(&format!("Bearer {MISTRAL_KEY}")) {
-            return MockResponse::json(401, json!({"message": "Unauthorized"}));
-        }
-        if (req.method.as_str(), req.path.as_str()) != ("POST", "/v1/chat/completions") {
-            return MockResponse::json(404, json!({"detail": "Not Found"}));
-        }
-        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
-            return MockResponse::json(400, json!({"message": "not JSON"}));
-        };
-        for key in body.as_object().map(|o| o.keys()).into_iter().flatten() {
-            if !MISTRAL_CHAT_FIELDS.contains(&key.as_str()) {
-                return MockResponse::json(
-                    422,
-                    json!({"object": "error", "message": {"detail": [{"type": "extra_forbidden", "loc": ["body", key], "msg": "Extra inputs are not permitted"}]}, "type": "invalid_request_error"}),
-                );
-            }
-        }
-        for m in body["messages"].as_array().into_iter().flatten() {
-            let role = m["role"].as_str().unwrap_or_default();
-            if !["system", "user", "assistant", "tool"].contains(&role) {
-                return MockResponse::json(
-                    422,
-                    json!({"object": "error", "message": format!("role {role} is not accepted")}),
-                );
-            }
-        }
-        let model = body["model"].as_str().unwrap_or_default().to_string();
-        if model == "mistral-broken" {
-            return MockResponse::json(
-                400,
-                json!({"object": "error", "message": "Invalid model: mistral-broken", "type": "invalid_model", "param": null, "code": "1500"}),
-            );
-        }
-        let tools = body.get("tools").is_some();
-        if body["stream"] == true {
-            let mut events = if tools {
-                vec![
-                    chunk(
-                        &model,
-                        json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
-                        None,
-                    ),
-                    chunk(
-                        &model,
-                        json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}),
-                        None,
-                    ),
-                    chunk(
-                        &model,
-                        json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
-                        None,
-                    ),
-                    chunk(&model, json!({}), Some("tool_calls")),
-                ]
-            } else {
-                let mut words = vec![chunk(
-                    &model,
-                    json!({"role": "assistant", "content": ""}),
-                    None,
-                )];
-                words.extend(
-                    ["Bonjour", " depuis", " Paris"]
-                        .iter()
-                        .map(|w| chunk(&model, json!({"content": w}), None)),
-                );
-                words.push(chunk(&model, json!({}), Some("stop")));
-                words
-            };
-            events.push(
-                json!({"id": "m-s1", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-                       "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}})
-                .to_string(),
-            );
-            events.push("[DONE]".into());
-            return MockResponse::Sse {
-                events,
-                gap: Duration::from_millis(5),
-            };
-        }
-        let (message, finish) = if tools {
-            (
-                json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}),
-                "tool_calls",
-            )
-        } else {
-            (
-                json!({"role": "assistant", "content": "Bonjour depuis Paris"}),
-                "stop",
-            )
-        };
-        MockResponse::json(
-            200,
-            json!({
-                "id": "m-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
-            }),
-        )
-    })
-}
 
 /// An in-cluster vLLM that serves the Responses API itself.
 fn vllm_handler() -> Handler {
@@ -170,86 +35,37 @@ fn vllm_handler() -> Handler {
     })
 }
 
+/// The reroute set-up, with Anthropic among the providers (never reached).
 struct World {
-    _pki: TestPki,
-    openai: MockUpstream,
+    reroute: targets::Reroute,
     anthropic: MockUpstream,
-    mistral: MockUpstream,
-    vllm: MockUpstream,
-    proxy: Proxy,
-    bundle: std::path::PathBuf,
+}
+
+impl std::ops::Deref for World {
+    type Target = targets::Reroute;
+
+    fn deref(&self) -> &targets::Reroute {
+        &self.reroute
+    }
 }
 
 async fn world() -> World {
-    let pki = TestPki::new();
-    let openai = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        openai_handler(),
-    )
+    let mut reroute = targets::reroute(targets::RerouteSetup {
+        mistral_host: "api.eu.mistral.ai",
+        mistral_key: MISTRAL_KEY,
+        mistral_models:
+            "{ gpt-4o: mistral-large-latest, claude-sonnet-4-5: mistral-medium-latest, \
+                         claude-broken: mistral-broken, \"*\": mistral-small-latest }",
+        vllm: vllm_handler(),
+        vllm_native: &["responses"],
+        providers: vec![(
+            "api.anthropic.com",
+            Arc::new(|_: &Recorded| MockResponse::json(500, json!({"reached": "anthropic"}))),
+        )],
+    })
     .await;
-    let anthropic = MockUpstream::start(
-        Some(pki.server_config(&["api.anthropic.com"])),
-        Arc::new(|_: &Recorded| MockResponse::json(500, json!({"reached": "anthropic"}))),
-    )
-    .await;
-    let mistral = MockUpstream::start(
-        Some(pki.server_config(&["api.eu.mistral.ai"])),
-        mistral_handler(),
-    )
-    .await;
-    let vllm = MockUpstream::start(None, vllm_handler()).await;
-    let vllm_port = vllm.addr.port();
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("mistral-key");
-    std::fs::write(&key_file, format!("{MISTRAL_KEY}\n")).unwrap();
-    let yaml = format!(
-        r#"upstream:
-  extra_ca_file: {ca}
-  resolve:
-    "api.openai.com:443": "{openai}"
-    "api.anthropic.com:443": "{anthropic}"
-    "api.eu.mistral.ai:443": "{mistral}"
-    "vllm.llm.svc:{vllm_port}": "{vllm}"
-targets:
-  mistral:
-    base_url: https://api.eu.mistral.ai/v1
-    api_key_file: {key}
-    models:
-      gpt-4o: mistral-large-latest
-      claude-sonnet-4-5: mistral-medium-latest
-      claude-broken: mistral-broken
-      "*": mistral-small-latest
-  vllm:
-    base_url: http://vllm.llm.svc:{vllm_port}/v1
-    native: [responses]
-    models: {{ "*": meta-llama/Llama-3.1-8B-Instruct }}
-"#,
-        ca = pki.ca_path.display(),
-        openai = openai.addr,
-        anthropic = anthropic.addr,
-        mistral = mistral.addr,
-        vllm = vllm.addr,
-        key = key_file.display(),
-    );
-    let proxy = Proxy::start_in(dir, &yaml);
-    let bundle = proxy.dir.path().join("bundle.pem");
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(proxy.dir.path().join("ecluse.yaml"))
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    World {
-        _pki: pki,
-        openai,
-        anthropic,
-        mistral,
-        vllm,
-        proxy,
-        bundle,
-    }
+    let anthropic = reroute.providers.remove(0);
+    World { reroute, anthropic }
 }
 
 const SCRIPT: &str = r#"
@@ -333,25 +149,16 @@ print(json.dumps(out))
 "#;
 
 fn sdk(w: &World, mode: &str) -> Value {
-    let python = common::python::python();
-    let out = Command::new(python)
-        .args(["-c", SCRIPT, mode, CLIENT_KEY])
-        .env("HTTPS_PROXY", w.proxy.proxy_url())
-        .env("SSL_CERT_FILE", &w.bundle)
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{mode}: {stdout}\n{}\n--- ecluse ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        w.proxy.logs()
-    );
+    let stdout = sdk::run_python_sdk(SCRIPT, &[mode, CLIENT_KEY], &w.proxy, &w.bundle, &[]);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{mode}: {e}: {stdout}"))
+}
+
+/// [`sdk`] off the async runtime, which the proxy's mocks run on.
+async fn run(w: &Arc<World>, mode: &'static str) -> Value {
+    let w = w.clone();
+    tokio::task::spawn_blocking(move || sdk(&w, mode))
+        .await
+        .unwrap()
 }
 
 fn sent_to_mistral(w: &World, n: usize) -> Value {
@@ -373,16 +180,8 @@ fn sent_to_mistral(w: &World, n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
     let w = Arc::new(world().await);
-    let run = |mode: &'static str| {
-        let w = w.clone();
-        async move {
-            tokio::task::spawn_blocking(move || sdk(&w, mode))
-                .await
-                .unwrap()
-        }
-    };
 
-    let created = run("responses").await;
+    let created = run(&w, "responses").await;
     assert_eq!(created["text"], "Bonjour depuis Paris", "{created}");
     assert_eq!(created["usage"], json!([12, 4]));
     assert_eq!(created["route"], "mistral");
@@ -390,7 +189,7 @@ async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
     assert_eq!(sent["model"], "mistral-large-latest");
     assert_eq!(sent["messages"][0]["role"], "system");
 
-    let streamed = run("responses_stream").await;
+    let streamed = run(&w, "responses_stream").await;
     assert_eq!(
         streamed["deltas"],
         json!(["Bonjour", " depuis", " Paris"]),
@@ -403,7 +202,7 @@ async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
     // Mistral has no `developer` role.
     assert_eq!(sent["messages"][0]["role"], "system");
 
-    let tools = run("responses_tools").await;
+    let tools = run(&w, "responses_tools").await;
     assert_eq!(tools["tool"], "get_weather", "{tools}");
     assert_eq!(tools["arguments"]["city"], "Paris");
     assert_eq!(tools["call_id"], "call_w1");
@@ -414,7 +213,7 @@ async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
 
     // Special-category data goes to the in-cluster vLLM, which serves the
     // Responses API itself: sent as it is, model mapped.
-    let special = run("responses_special").await;
+    let special = run(&w, "responses_special").await;
     assert_eq!(special["text"], "local answer", "{special}");
     assert_eq!(special["usage"], 11);
     let native = w.vllm.recorded();
@@ -426,7 +225,7 @@ async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
     assert!(native[0].header("authorization").is_none());
 
     // State kept by OpenAI cannot move: refused, and sent nowhere.
-    let stateful = run("responses_stateful").await;
+    let stateful = run(&w, "responses_stateful").await;
     assert_eq!(stateful["status"], 403, "{stateful}");
     assert!(
         stateful["message"]
@@ -447,16 +246,8 @@ async fn responses_api_calls_are_rerouted_and_answered_as_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
     let w = Arc::new(world().await);
-    let run = |mode: &'static str| {
-        let w = w.clone();
-        async move {
-            tokio::task::spawn_blocking(move || sdk(&w, mode))
-                .await
-                .unwrap()
-        }
-    };
 
-    let created = run("messages").await;
+    let created = run(&w, "messages").await;
     assert_eq!(created["text"], "Bonjour depuis Paris", "{created}");
     assert_eq!(created["stop"], "end_turn");
     assert_eq!(created["usage"], json!([12, 4]));
@@ -470,7 +261,7 @@ async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
     );
     assert_eq!(sent["max_tokens"], 100);
 
-    let streamed = run("messages_stream").await;
+    let streamed = run(&w, "messages_stream").await;
     assert_eq!(
         streamed["parts"],
         json!(["Bonjour", " depuis", " Paris"]),
@@ -480,12 +271,12 @@ async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
     assert_eq!(streamed["stop"], "end_turn");
     assert_eq!(streamed["usage"], 3);
 
-    let tools = run("messages_tools").await;
+    let tools = run(&w, "messages_tools").await;
     assert_eq!(tools["tool"], "get_weather", "{tools}");
     assert_eq!(tools["input"], json!({"city": "Paris"}));
     assert_eq!(tools["stop"], "tool_use");
 
-    let streamed_tools = run("messages_tools_stream").await;
+    let streamed_tools = run(&w, "messages_tools_stream").await;
     assert_eq!(
         streamed_tools["input"],
         json!({"city": "Paris"}),
@@ -493,7 +284,7 @@ async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
     );
     assert_eq!(streamed_tools["stop"], "tool_use");
 
-    let result = run("messages_tool_result").await;
+    let result = run(&w, "messages_tool_result").await;
     assert!(result.get("stop").is_some(), "{result}");
     let sent = sent_to_mistral(&w, 4);
     let roles: Vec<&str> = sent["messages"]
@@ -513,7 +304,7 @@ async fn anthropic_messages_are_rerouted_and_answered_as_messages() {
     );
 
     // The target's own error reaches the app in Anthropic's shape.
-    let failed = run("messages_target_error").await;
+    let failed = run(&w, "messages_target_error").await;
     assert_eq!(failed["status"], 400, "{failed}");
     assert_eq!(failed["type"], "BadRequestError", "{failed}");
     assert_eq!(failed["body"]["type"], "error", "{failed}");

@@ -127,55 +127,6 @@ expected = signer.signature(signer.string_to_sign(request, canonical), request)
 print(json.dumps({"valid": expected == fields["Signature"], "signed": signed}))
 "#;
 
-fn python(script: &str, args: &[&str], envs: &[(&str, &std::path::Path)], proxy: &Proxy) -> String {
-    let mut command = Command::new(common::python::python());
-    command
-        .args(["-c", script])
-        .args(args)
-        .env("HTTPS_PROXY", proxy.proxy_url())
-        .env_remove("HTTP_PROXY")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .env_remove("GOOGLE_API_KEY")
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("AWS_PROFILE")
-        .env_remove("CO_API_URL")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let out = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{stdout}\n{}\n--- ecluse ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.logs()
-    );
-    stdout
-}
-
-fn bundle(proxy: &Proxy) -> std::path::PathBuf {
-    let bundle = proxy.dir.path().join("bundle.pem");
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(proxy.dir.path().join("ecluse.yaml"))
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bundle
-}
-
 const HOSTS: [&str; 5] = [
     "api.openai.com",
     "api.anthropic.com",
@@ -184,8 +135,9 @@ const HOSTS: [&str; 5] = [
     "api.cohere.com",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_sdk_raises_its_own_permission_error_with_ecluses_reason() {
+/// One mock for all [`HOSTS`], that no call should reach (a 500 if one
+/// does), and ecluse in front of it with its default policy.
+async fn refusing_hosts() -> (TestPki, MockUpstream, Proxy) {
     let pki = TestPki::new();
     let mock = MockUpstream::start(
         Some(pki.server_config(&HOSTS)),
@@ -198,8 +150,15 @@ async fn each_sdk_raises_its_own_permission_error_with_ecluses_reason() {
         .collect();
     let resolve: Vec<(&str, std::net::SocketAddr)> =
         resolve.iter().map(|(h, a)| (h.as_str(), *a)).collect();
-    let proxy = Arc::new(Proxy::start(&upstream_yaml(&resolve, Some(&pki.ca_path))));
-    let bundle = Arc::new(bundle(&proxy));
+    let proxy = Proxy::start(&upstream_yaml(&resolve, Some(&pki.ca_path)));
+    (pki, mock, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sdk_raises_its_own_permission_error_with_ecluses_reason() {
+    let (_pki, mock, proxy) = refusing_hosts().await;
+    let proxy = Arc::new(proxy);
+    let bundle = Arc::new(sdk::ca_bundle(&proxy));
 
     // (sdk, exception class, status field, expected status, extra field, expected)
     let cases: [(&str, &str, &str, &str); 5] = [
@@ -234,13 +193,7 @@ async fn each_sdk_raises_its_own_permission_error_with_ecluses_reason() {
         .map(|(sdk, ..)| {
             let (proxy, bundle, sdk) = (proxy.clone(), bundle.clone(), sdk.to_string());
             tokio::task::spawn_blocking(move || {
-                let ca: &std::path::Path = &bundle;
-                python(
-                    REFUSED,
-                    &[&sdk],
-                    &[("SSL_CERT_FILE", ca), ("AWS_CA_BUNDLE", ca)],
-                    &proxy,
-                )
+                sdk::run_python_sdk(REFUSED, &[&sdk], &proxy, &bundle, &[])
             })
         })
         .collect();
@@ -313,16 +266,7 @@ async fn a_sigv4_signed_bedrock_call_reaches_the_upstream_verifiable() {
         &[(&format!("{host}:443"), mock.addr)],
         Some(&pki.ca_path),
     )));
-    let bundle = Arc::new(bundle(&proxy));
-    let stdout = {
-        let (proxy, bundle) = (proxy.clone(), bundle.clone());
-        tokio::task::spawn_blocking(move || {
-            python(SIGNED, &[], &[("AWS_CA_BUNDLE", &bundle)], &proxy)
-        })
-        .await
-        .unwrap()
-    };
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let got = run_signed(&proxy).await;
     assert_eq!(got["text"], "Paris.", "{got}");
     assert_eq!(got["tokens"], 11);
 
@@ -355,6 +299,18 @@ async fn a_sigv4_signed_bedrock_call_reaches_the_upstream_verifiable() {
         !proxy.logs().contains("canary-0000"),
         "credential in the log"
     );
+}
+
+/// [`SIGNED`] through `proxy`, off the async runtime: what it printed.
+async fn run_signed(proxy: &Arc<Proxy>) -> serde_json::Value {
+    let proxy = proxy.clone();
+    let stdout = tokio::task::spawn_blocking(move || {
+        let bundle = sdk::ca_bundle(&proxy);
+        sdk::run_python_sdk(SIGNED, &[], &proxy, &bundle, &[])
+    })
+    .await
+    .unwrap();
+    serde_json::from_str(stdout.trim()).unwrap()
 }
 
 /// Runs botocore's signer over a received request (see [`VERIFY_SIGV4`]).
@@ -391,19 +347,7 @@ fn verify_sigv4(req: &Recorded) -> serde_json::Value {
 /// as the registry names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_body_is_read_take_the_hosts_api_shape() {
-    let pki = TestPki::new();
-    let mock = MockUpstream::start(
-        Some(pki.server_config(&HOSTS)),
-        Arc::new(|_: &Recorded| MockResponse::json(500, serde_json::json!({"unexpected": true}))),
-    )
-    .await;
-    let resolve: Vec<(String, std::net::SocketAddr)> = HOSTS
-        .iter()
-        .map(|h| (format!("{h}:443"), mock.addr))
-        .collect();
-    let resolve: Vec<(&str, std::net::SocketAddr)> =
-        resolve.iter().map(|(h, a)| (h.as_str(), *a)).collect();
-    let proxy = Proxy::start(&upstream_yaml(&resolve, Some(&pki.ca_path)));
+    let (_pki, mock, proxy) = refusing_hosts().await;
     let ca = proxy.ca_path();
     // (url, pointer to the message, pointer to the kind, kind, header)
     type Case<'a> = (
@@ -543,16 +487,7 @@ async fn a_decision_that_would_break_a_signature_refuses_the_call() {
         upstream_yaml(&[(&format!("{host}:443"), mock.addr)], Some(&pki.ca_path))
     );
     let proxy = Arc::new(Proxy::start_in(dir, &yaml));
-    let bundle = Arc::new(bundle(&proxy));
-    let stdout = {
-        let (proxy, bundle) = (proxy.clone(), bundle.clone());
-        tokio::task::spawn_blocking(move || {
-            python(SIGNED, &[], &[("AWS_CA_BUNDLE", &bundle)], &proxy)
-        })
-        .await
-        .unwrap()
-    };
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let got = run_signed(&proxy).await;
     let denied = got["denied"].as_str().unwrap_or_default();
     assert!(
         denied.contains("x-data-classification") && denied.contains("signature"),

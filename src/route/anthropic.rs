@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 
+use super::answer::{
+    call_function, first_choice, target_error, AnswerTranslator, ChatDocument, ChatEvents,
+    ChatJson, ChatStream, TargetError,
+};
 use serde_json::{json, Map, Value};
-use sse_parse::SseParser;
-
-use super::answer::AnswerTranslator;
 
 /// Top-level request fields dropped: hints for Anthropic's own service
 /// (caching, capacity, region, speed, attribution) or features with no
@@ -449,58 +450,34 @@ pub fn answer_translator_with_ids(
     ids: IdGen,
 ) -> Box<dyn AnswerTranslator> {
     if stream {
-        Box::new(StreamAnswer::new(model, ids))
+        Box::new(ChatStream::new(StreamAnswer::new(model, ids), MAX_EVENT))
     } else {
-        Box::new(JsonAnswer {
-            body: Vec::new(),
+        let document = JsonAnswer {
             model: model.to_string(),
             ids,
-        })
+        };
+        Box::new(ChatJson::new(document, MAX_JSON_ANSWER))
     }
 }
 
 struct JsonAnswer {
-    body: Vec<u8>,
     model: String,
     ids: IdGen,
 }
 
-impl AnswerTranslator for JsonAnswer {
-    fn content_type(&self) -> &'static str {
-        "application/json"
-    }
-
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        if self.body.len() + chunk.len() > MAX_JSON_ANSWER {
-            return Err(format!(
-                "the target's answer is larger than {MAX_JSON_ANSWER} bytes"
-            ));
-        }
-        self.body.extend_from_slice(chunk);
-        Ok(Vec::new())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, String> {
-        let chat: Value = serde_json::from_slice(&self.body)
-            .map_err(|e| format!("the target's answer is not JSON: {e}"))?;
-        let message = chat_to_message(&chat, &self.model, &mut self.ids)?;
+impl ChatDocument for JsonAnswer {
+    fn document(&mut self, chat: &Value, _body: &[u8]) -> Result<Vec<u8>, String> {
+        let message = chat_to_message(chat, &self.model, &mut self.ids)?;
         serde_json::to_vec(&message).map_err(|e| e.to_string())
     }
 }
 
 /// An Anthropic Message from a chat completion.
 pub fn chat_to_message(chat: &Value, model: &str, ids: &mut IdGen) -> Result<Value, String> {
-    if let Some(message) = target_error(chat) {
+    if let Some(TargetError { message, .. }) = target_error(chat) {
         return Err(format!("the target answered with an error: {message}"));
     }
-    let choice = chat
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .ok_or("the target's answer has no choices")?;
-    let message = choice
-        .get("message")
-        .ok_or("the target's answer has no message")?;
+    let (choice, message) = first_choice(chat)?;
     let mut content = Vec::new();
     let text = content_text(message.get("content").unwrap_or(&Value::Null))?;
     if !text.is_empty() {
@@ -509,11 +486,7 @@ pub fn chat_to_message(chat: &Value, model: &str, ids: &mut IdGen) -> Result<Val
     if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
         let calls = calls.as_array().ok_or("tool_calls is not an array")?;
         for call in calls {
-            let function = call.get("function").ok_or("a tool call has no function")?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or("a tool call has no name")?;
+            let (function, name) = call_function(call)?;
             let input = match function.get("arguments") {
                 None | Some(Value::Null) => json!({}),
                 Some(Value::String(s)) if s.trim().is_empty() => json!({}),
@@ -544,25 +517,6 @@ pub fn chat_to_message(chat: &Value, model: &str, ids: &mut IdGen) -> Result<Val
         "stop_sequence": stop_sequence,
         "usage": usage(chat.get("usage")),
     }))
-}
-
-/// The message of a target's error payload (`{"error": …}` or Mistral's
-/// `{"object": "error", "message": …}`), if it is one.
-fn target_error(v: &Value) -> Option<String> {
-    let error = match v.get("error") {
-        Some(e) if !e.is_null() => e,
-        _ if v.get("object").and_then(Value::as_str) == Some("error") => v,
-        _ => return None,
-    };
-    let message = match error {
-        Value::String(s) => s.clone(),
-        e => match e.get("message") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => e.to_string(),
-        },
-    };
-    Some(message)
 }
 
 /// Chat content as text: a string, or Mistral's list of chunks (text kept,
@@ -643,7 +597,6 @@ struct ToolCall {
 }
 
 struct StreamAnswer {
-    parser: SseParser,
     model: String,
     ids: IdGen,
     started: bool,
@@ -658,7 +611,6 @@ struct StreamAnswer {
 impl StreamAnswer {
     fn new(model: &str, ids: IdGen) -> StreamAnswer {
         StreamAnswer {
-            parser: SseParser::new().max_buffer(MAX_EVENT),
             model: model.to_string(),
             ids,
             started: false,
@@ -671,36 +623,7 @@ impl StreamAnswer {
         }
     }
 
-    fn drain(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
-        if self.parser.overflows() > 0 {
-            return Err(format!(
-                "an event of the target's stream is larger than {MAX_EVENT} bytes"
-            ));
-        }
-        while let Some(event) = self.parser.next_event() {
-            if self.done {
-                continue;
-            }
-            self.event(&event.data, out)?;
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, data: &str, out: &mut Vec<u8>) -> Result<(), String> {
-        if data.trim() == "[DONE]" {
-            return self.end(out);
-        }
-        let chunk: Value = serde_json::from_str(data)
-            .map_err(|e| format!("an event of the target's stream is not JSON: {e}"))?;
-        if let Some(message) = target_error(&chunk) {
-            emit(
-                out,
-                "error",
-                &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-            );
-            self.done = true;
-            return Ok(());
-        }
+    fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         self.start(out);
         if let Some(choice) = chunk
             .get("choices")
@@ -957,37 +880,31 @@ fn emit(out: &mut Vec<u8>, event: &str, data: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-impl AnswerTranslator for StreamAnswer {
-    fn content_type(&self) -> &'static str {
-        "text/event-stream"
+impl ChatEvents for StreamAnswer {
+    fn on_chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        self.chunk(chunk, out)
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        if self.done {
-            return Ok(out);
-        }
-        self.parser.feed(chunk);
-        self.drain(&mut out)?;
-        Ok(out)
+    fn on_error(&mut self, error: TargetError, out: &mut Vec<u8>) {
+        emit(
+            out,
+            "error",
+            &json!({"type": "error", "error": {"type": "api_error", "message": error.message}}),
+        );
+        self.done = true;
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        if self.done {
-            return Ok(out);
-        }
-        self.parser.finish();
-        self.drain(&mut out)?;
-        if self.done {
-            return Ok(out);
-        }
-        // A finish_reason without the usage that may follow it is an end.
-        if self.stop.is_some() {
-            self.end(&mut out)?;
-            return Ok(out);
-        }
-        Err("the target's stream ended before its final chunk".into())
+    fn on_done(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        self.end(out)
+    }
+
+    /// A finish_reason without the usage that may follow it is an end.
+    fn is_whole(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
     }
 }
 

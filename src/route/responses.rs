@@ -40,10 +40,11 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::answer::{
+    call_function, first_choice, AnswerTranslator, ChatDocument, ChatEvents, ChatJson, ChatStream,
+    TargetError,
+};
 use serde_json::{json, Map, Value};
-use sse_parse::SseParser;
-
-use super::answer::AnswerTranslator;
 
 /// Largest JSON answer, and largest SSE event, a translator holds.
 const MAX_BODY: usize = 32 << 20;
@@ -445,13 +446,9 @@ pub fn answer_translator_at(stream: bool, model: &str, stamp: Stamp) -> Box<dyn 
         stamp,
     };
     if stream {
-        Box::new(StreamAnswer::new(base))
+        Box::new(ChatStream::new(StreamAnswer::new(base), MAX_EVENT))
     } else {
-        Box::new(JsonAnswer {
-            base,
-            body: Vec::new(),
-            finished: false,
-        })
+        Box::new(ChatJson::new(JsonAnswer { base }, MAX_BODY))
     }
 }
 
@@ -572,79 +569,24 @@ fn call_item(id: &str, status: &str, call_id: &str, name: &str, arguments: &str)
     })
 }
 
-/// The target's error message and code, if a chat answer or chunk is an
-/// error (`{"error": {...}}`, `{"error": "..."}`, `{"object": "error", ...}`).
-fn error_of(v: &Value) -> Option<(String, Value)> {
-    match v.get("error") {
-        Some(e @ Value::Object(_)) => Some(error_fields(e)),
-        Some(Value::String(s)) => Some((s.clone(), Value::Null)),
-        _ if v.get("object").and_then(Value::as_str) == Some("error") => Some(error_fields(v)),
-        _ => None,
-    }
-}
-
-fn error_fields(error: &Value) -> (String, Value) {
-    let message = match error.get("message") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => error.to_string(),
-    };
-    let code = error
-        .get("code")
-        .filter(|c| !c.is_null())
-        .or_else(|| error.get("type"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    (message, code)
-}
-
 struct JsonAnswer {
     base: Base,
-    body: Vec<u8>,
-    finished: bool,
 }
 
-impl AnswerTranslator for JsonAnswer {
-    fn content_type(&self) -> &'static str {
-        "application/json"
-    }
-
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        if self.body.len() + chunk.len() > MAX_BODY {
-            return Err(format!(
-                "the target's answer is larger than {MAX_BODY} bytes"
-            ));
-        }
-        self.body.extend_from_slice(chunk);
-        Ok(Vec::new())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, String> {
-        if std::mem::replace(&mut self.finished, true) {
-            return Ok(Vec::new());
-        }
-        let chat: Value = serde_json::from_slice(&self.body)
-            .map_err(|e| format!("the target's answer is not JSON: {e}"))?;
+impl ChatDocument for JsonAnswer {
+    fn document(&mut self, chat: &Value, body: &[u8]) -> Result<Vec<u8>, String> {
         // OpenAI's error shape is the same for both APIs.
         if chat.get("error").is_some_and(Value::is_object) {
-            return Ok(std::mem::take(&mut self.body));
+            return Ok(body.to_vec());
         }
-        let response = self.translate(&chat)?;
+        let response = self.translate(chat)?;
         serde_json::to_vec(&response).map_err(|e| e.to_string())
     }
 }
 
 impl JsonAnswer {
     fn translate(&self, chat: &Value) -> Result<Value, String> {
-        let choice = chat
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first())
-            .ok_or("the target's answer has no choices")?;
-        let message = choice
-            .get("message")
-            .filter(|m| m.is_object())
-            .ok_or("the target's answer has no message")?;
+        let (choice, message) = first_choice(chat)?;
         let finish = choice.get("finish_reason").and_then(Value::as_str);
         let (status, reason) = status_of(finish);
         let item_status = if status == "completed" {
@@ -671,11 +613,7 @@ impl JsonAnswer {
             output.push(message_item(&self.base.message_id(), item_status, content));
         }
         for (n, call) in calls.iter().enumerate() {
-            let function = call.get("function").ok_or("a tool call has no function")?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or("a tool call has no name")?;
+            let (function, name) = call_function(call)?;
             let arguments = match function.get("arguments") {
                 Some(Value::String(s)) => s.clone(),
                 // Some servers send the arguments as an object.
@@ -742,7 +680,6 @@ impl Item {
 
 struct StreamAnswer {
     base: Base,
-    parser: SseParser,
     seq: u64,
     started: bool,
     items: Vec<Item>,
@@ -759,7 +696,6 @@ impl StreamAnswer {
     fn new(base: Base) -> StreamAnswer {
         StreamAnswer {
             base,
-            parser: SseParser::new().max_buffer(MAX_EVENT),
             seq: 0,
             started: false,
             items: Vec::new(),
@@ -794,45 +730,7 @@ impl StreamAnswer {
         self.emit(out, "response.in_progress", json!({"response": snapshot}));
     }
 
-    fn drain(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
-        if self.parser.overflows() > 0 {
-            return Err(format!(
-                "an event of the target's stream is larger than {MAX_EVENT} bytes"
-            ));
-        }
-        while let Some(event) = self.parser.next_event() {
-            if self.done {
-                continue;
-            }
-            self.event(&event.event, &event.data, out)?;
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, name: &str, data: &str, out: &mut Vec<u8>) -> Result<(), String> {
-        if data.trim() == "[DONE]" {
-            self.start(out);
-            self.complete(out);
-            return Ok(());
-        }
-        let chunk: Value = match serde_json::from_str(data) {
-            Ok(v) => v,
-            Err(_) if name == "error" => Value::String(data.to_string()),
-            Err(e) => return Err(format!("a chunk of the target's stream is not JSON: {e}")),
-        };
-        let error = match (&chunk, name) {
-            (Value::String(s), _) => Some((s.clone(), Value::Null)),
-            (_, "error") => Some(error_of(&chunk).unwrap_or_else(|| error_fields(&chunk))),
-            _ => error_of(&chunk),
-        };
-        if let Some((message, code)) = error {
-            self.start(out);
-            self.fail(out, &message, code);
-            return Ok(());
-        }
-        if name != "message" {
-            return Ok(());
-        }
+    fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         self.start(out);
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(u.clone());
@@ -1089,38 +987,28 @@ impl StreamAnswer {
     }
 }
 
-impl AnswerTranslator for StreamAnswer {
-    fn content_type(&self) -> &'static str {
-        "text/event-stream"
+impl ChatEvents for StreamAnswer {
+    fn on_chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        self.chunk(chunk, out)
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        if self.done {
-            return Ok(out);
-        }
-        self.parser.feed(chunk);
-        self.drain(&mut out)?;
-        Ok(out)
+    fn on_error(&mut self, error: TargetError, out: &mut Vec<u8>) {
+        self.start(out);
+        self.fail(out, &error.message, error.code);
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        if self.done {
-            return Ok(out);
-        }
-        self.parser.finish();
-        self.drain(&mut out)?;
-        if self.done {
-            return Ok(out);
-        }
-        // A last chunk with a finish reason but no `[DONE]` still ends the
-        // answer; without either the target stopped mid-answer.
-        if self.finish_reason.is_some() {
-            self.complete(&mut out);
-            return Ok(out);
-        }
-        Err("the target's stream ended before its answer was complete".into())
+    fn on_done(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        self.start(out);
+        self.complete(out);
+        Ok(())
+    }
+
+    fn is_whole(&self) -> bool {
+        self.finish_reason.is_some()
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
     }
 }
 

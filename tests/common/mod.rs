@@ -10,6 +10,8 @@ mod pki;
 pub use pki::TestPki;
 pub mod node;
 pub mod python;
+pub mod sdk;
+pub mod targets;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};

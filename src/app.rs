@@ -54,6 +54,7 @@ pub fn load_ca(config: &Config) -> Result<CertificateAuthority, CaError> {
 }
 
 /// Runs a future on a short-lived runtime, before pingora's own exist.
+#[allow(clippy::expect_used)] // building a runtime fails only without OS resources, at start
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -195,6 +195,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    #[allow(clippy::expect_used)] // the embedded file, validated by a unit test
     pub fn embedded() -> Registry {
         // The embedded file is validated by a unit test; failing here would be
         // a build defect, not an input error.

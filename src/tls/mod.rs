@@ -84,6 +84,7 @@ impl LeafCache {
 
 /// A server config that serves `key` for `host` only; shared by every
 /// connection to that host (its session cache and tickets with it).
+#[allow(clippy::expect_used)] // a constant: ring supports both versions
 fn host_server_config(host: &str, key: Arc<CertifiedKey>) -> Arc<ServerConfig> {
     let resolver = HostCert {
         host: host.to_string(),

@@ -1,6 +1,9 @@
 //! ecluse: an intercepting egress proxy that decides, per call, whether an
 //! LLM request may reach the legal entity behind its destination.
 #![forbid(unsafe_code)]
+// Untrusted input must never panic the proxy: outside tests (clippy.toml
+// allows them there), an unwrap or expect needs a stated invariant.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub(crate) mod admin;
 pub(crate) mod app;

@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 /// The policy interpreter and the HTTP stack allocate many small objects
 /// per call; mimalloc serves them faster than the system allocator, at a

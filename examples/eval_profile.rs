@@ -11,8 +11,7 @@
 //!     target/profiling/examples/eval_profile allowed 2000
 //! ```
 //! Instructions per decision = (Ir at N - Ir at 0) / N; N = 0 measures the
-//! set-up alone. A third argument, `interpreter` or `compiled`, picks
-//! regorus's interpreter or its VM instead of what loading chose. Scenarios: `allowed` (an internal call to OpenAI),
+//! set-up alone. Scenarios: `allowed` (an internal call to OpenAI),
 //! `reroute` (personal data to OpenAI, rerouted to Mistral), `deny`
 //! (special-category data to OpenAI with no in-cluster target). It prints
 //! allocation calls per decision and a digest of the decisions, which must
@@ -36,7 +35,6 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "allowed".into());
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let evaluator = args.next().unwrap_or_else(|| "default".into());
 
     // A mistral target, so that personal data to OpenAI is rerouted as in
     // the README's set-up (and as in benches/core.rs).
@@ -65,18 +63,9 @@ fn main() {
         Some(dir) => PolicyFiles::read_dir(std::path::Path::new(&dir)).expect("policy directory"),
         None => PolicyFiles::embedded(),
     };
-    let mut snapshot = load::compile(&files, &context, "profile".into(), "profile".into())
+    let snapshot = load::compile(&files, &context, "profile".into(), "profile".into())
         .expect("default policies compile")
         .without_decision_cache();
-    if let Some(policy) = snapshot.policy.as_mut() {
-        match evaluator.as_str() {
-            "interpreter" => policy.interpret_only(),
-            "compiled" => policy
-                .compile(&[ecluse::policy::EGRESS_RULE, ecluse::policy::CONNECT_RULE])
-                .expect("the default policies compile for regorus's VM"),
-            _ => {}
-        }
-    }
     let source = ecluse::policy::rego::to_value(&SourceDoc::default()).expect("source");
     let authority = Authority::new("api.openai.com", 443);
     let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;

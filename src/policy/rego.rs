@@ -8,12 +8,9 @@
 use std::cell::RefCell;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use regorus::languages::rego::compiler::Compiler;
-use regorus::rvm::vm::VmError;
-use regorus::rvm::{Program, RegoVM};
 use regorus::utils::limits::{ExecutionTimerConfig, LimitError};
 use regorus::Engine;
 use serde::Serialize;
@@ -46,17 +43,6 @@ pub struct RegoPolicy {
     /// Cloned per thread; the mutex is held only while cloning.
     template: Mutex<Engine>,
     timeout: Duration,
-    /// The rules evaluated by regorus's VM instead of its interpreter, once
-    /// [`RegoPolicy::compile`] made a program of them.
-    compiled: Option<Compiled>,
-}
-
-/// A revision's rules as one program for regorus's VM, and the data
-/// document each VM is given.
-struct Compiled {
-    program: Arc<Program>,
-    data: regorus::Value,
-    rules: Vec<String>,
 }
 
 impl std::fmt::Debug for RegoPolicy {
@@ -69,65 +55,23 @@ thread_local! {
     /// The engines this thread evaluates with, newest revision first. Two
     /// slots so that requests straddling a swap do not re-clone each time.
     static ENGINES: RefCell<Vec<(u64, Engine)>> = const { RefCell::new(Vec::new()) };
-    /// The same for compiled revisions.
-    static MACHINES: RefCell<Vec<(u64, RegoVM)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// How often the clock is read: every 64 work units keeps a limit precise
-/// to well under a millisecond at a negligible cost.
-fn timer(limit: Duration) -> ExecutionTimerConfig {
-    ExecutionTimerConfig {
-        limit,
-        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-    }
 }
 
 impl RegoPolicy {
     /// Takes an engine holding the modules and data of one revision.
     pub fn new(mut engine: Engine, timeout: Duration) -> RegoPolicy {
-        // Reading the clock at every work unit costs about a tenth of an
-        // evaluation.
-        engine.set_execution_timer_config(timer(timeout));
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: timeout,
+            // Reading the clock at every work unit costs about a tenth of an
+            // evaluation; every 64 units keeps the limit precise to well
+            // under a millisecond.
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+        });
         RegoPolicy {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             template: Mutex::new(engine),
             timeout,
-            compiled: None,
         }
-    }
-
-    /// Evaluates `rules` with regorus's VM from now on: the revision is
-    /// compiled into one program of them. An error (a construct the
-    /// compiler does not take) leaves the interpreter in charge.
-    pub fn compile(&mut self, rules: &[&str]) -> Result<(), EvalError> {
-        let Some(first) = rules.first() else {
-            return Ok(());
-        };
-        let mut engine = self.template.lock().unwrap_or_else(|e| e.into_inner());
-        let policy = engine
-            .compile_with_entrypoint(&Arc::from(*first))
-            .map_err(|e| failed(&e))?;
-        let program = Compiler::compile_from_policy(&policy, rules).map_err(|e| failed(&e))?;
-        self.compiled = Some(Compiled {
-            program,
-            data: engine.get_data(),
-            rules: rules.iter().map(|r| r.to_string()).collect(),
-        });
-        Ok(())
-    }
-
-    /// Evaluates every rule with the interpreter (as before [`compile`]).
-    ///
-    /// [`compile`]: RegoPolicy::compile
-    pub fn interpret_only(&mut self) {
-        self.compiled = None;
-    }
-
-    /// Whether `rule` is evaluated by the VM.
-    pub fn is_compiled(&self, rule: &str) -> bool {
-        self.compiled
-            .as_ref()
-            .is_some_and(|c| c.rules.iter().any(|r| r == rule))
     }
 
     /// Evaluates `rule` (for example `data.ecluse.egress.decision`) on `input`.
@@ -146,11 +90,6 @@ impl RegoPolicy {
         rule: &str,
         input: regorus::Value,
     ) -> Result<regorus::Value, EvalError> {
-        if let Some(compiled) = &self.compiled {
-            if compiled.rules.iter().any(|r| r == rule) {
-                return self.eval_compiled(compiled, rule, input);
-            }
-        }
         ENGINES.with(|cell| {
             let mut engines = cell.borrow_mut();
             let position = engines.iter().position(|(id, _)| *id == self.id);
@@ -184,46 +123,6 @@ impl RegoPolicy {
                     },
                     _ => EvalError::Failed(first_line(&e.to_string())),
                 }),
-            }
-        })
-    }
-
-    fn eval_compiled(
-        &self,
-        compiled: &Compiled,
-        rule: &str,
-        input: regorus::Value,
-    ) -> Result<regorus::Value, EvalError> {
-        MACHINES.with(|cell| {
-            let mut machines = cell.borrow_mut();
-            let slot = match machines.iter().position(|(id, _)| *id == self.id) {
-                Some(i) => i,
-                None => {
-                    let mut vm = RegoVM::new();
-                    vm.load_program(compiled.program.clone());
-                    vm.set_data(compiled.data.clone()).map_err(|e| failed(&e))?;
-                    vm.set_execution_timer_config(Some(timer(self.timeout)));
-                    // The time limit bounds an evaluation, as it does the
-                    // interpreter's; the VM's own instruction budget
-                    // (25,000 by default) would refuse larger policies that
-                    // the interpreter evaluates.
-                    vm.set_max_instructions(usize::MAX);
-                    machines.insert(0, (self.id, vm));
-                    machines.truncate(2);
-                    0
-                }
-            };
-            let vm = &mut machines[slot].1;
-            vm.set_input(input);
-            match vm.execute_entry_point_by_name(rule) {
-                Ok(regorus::Value::Undefined) => Err(EvalError::Undefined {
-                    rule: rule.to_string(),
-                }),
-                Ok(value) => Ok(value),
-                Err(VmError::TimeLimitExceeded { .. }) => Err(EvalError::Timeout {
-                    limit: self.timeout,
-                }),
-                Err(e) => Err(failed(&e)),
             }
         })
     }
@@ -286,10 +185,6 @@ pub(crate) fn optional_string(value: Option<&str>) -> regorus::Value {
 
 pub(crate) fn optional_number(value: Option<u64>) -> regorus::Value {
     value.map_or(regorus::Value::Null, regorus::Value::from)
-}
-
-fn failed(e: &dyn std::fmt::Display) -> EvalError {
-    EvalError::Failed(first_line(&e.to_string()))
 }
 
 pub(crate) fn first_line(text: &str) -> String {

@@ -342,6 +342,7 @@ impl Snapshot {
         ]);
         let result = self
             .eval_value(CONNECT_RULE, input)
+            .and_then(|v| rego::to_json(CONNECT_RULE, &v))
             .and_then(|v| parse_connect(&v));
         connect_or_deny(result)
     }
@@ -382,14 +383,14 @@ impl Snapshot {
     fn evaluate_request(&self, input: regorus::Value) -> Decision {
         let result = self
             .eval_value(EGRESS_RULE, input)
-            .and_then(|v| parse_decision(&v));
+            .and_then(|v| parse_decision_value(&v));
         match result {
             Ok(d) => d,
             Err(e) => Decision::fail_closed(&e),
         }
     }
 
-    fn eval_value(&self, rule: &str, input: regorus::Value) -> Result<Value, EvalError> {
+    fn eval_value(&self, rule: &str, input: regorus::Value) -> Result<regorus::Value, EvalError> {
         match &self.policy {
             Some(policy) => policy.eval_value(rule, input),
             None => Err(EvalError::NotLoaded),
@@ -598,6 +599,138 @@ pub fn parse_decision(v: &Value) -> Result<Decision, EvalError> {
     })
 }
 
+/// [`parse_decision`] of a result in regorus's form. A well-formed
+/// decision is read where it lies; anything else (a malformed document, an
+/// unusual but valid shape such as a route given as an array) goes through
+/// JSON and [`parse_decision`], so both accept and refuse the same
+/// documents with the same errors.
+pub fn parse_decision_value(v: &regorus::Value) -> Result<Decision, EvalError> {
+    match well_formed_decision(v) {
+        Some(decision) => Ok(decision),
+        None => parse_decision(&rego::to_json(EGRESS_RULE, v)?),
+    }
+}
+
+/// The decision `v` holds when it is well formed in the usual shape;
+/// `None` otherwise, including for every document [`parse_decision`]
+/// refuses.
+fn well_formed_decision(v: &regorus::Value) -> Option<Decision> {
+    use regorus::Value as R;
+    let R::Object(fields) = v else {
+        return None;
+    };
+    let text = |v: &R| match v {
+        R::String(s) => Some(s.to_string()),
+        R::Null => Some(String::new()),
+        _ => None,
+    };
+    let mut allowed = None;
+    let mut reason = String::new();
+    let mut rule = String::new();
+    let mut http_status = None;
+    let mut route = None;
+    let mut headers = BTreeMap::new();
+    let mut remove_headers = Vec::new();
+    for (name, value) in fields.iter() {
+        let R::String(name) = name else {
+            // serde_json would name this field by its JSON text; rare
+            // enough to leave to the JSON path.
+            return None;
+        };
+        match name.as_ref() {
+            "allowed" => allowed = Some(*value.as_bool().ok()?),
+            "reason" => reason = text(value)?,
+            "rule" => rule = text(value)?,
+            "http_status" => match value {
+                R::Null => {}
+                R::Number(n) => http_status = Some(n.as_u64()?),
+                _ => return None,
+            },
+            "route" => match value {
+                R::Null => {}
+                R::Object(route_fields) => {
+                    let mut target = None;
+                    let mut model = None;
+                    for (key, value) in route_fields.iter() {
+                        match (key, value) {
+                            (R::String(k), R::String(t)) if k.as_ref() == "target" => {
+                                target = Some(t.to_string())
+                            }
+                            (R::String(k), R::String(m)) if k.as_ref() == "model" => {
+                                model = Some(m.to_string())
+                            }
+                            (R::String(k), R::Null) if k.as_ref() == "model" => {}
+                            (R::String(k), _)
+                                if k.as_ref() != "target" && k.as_ref() != "model" => {}
+                            _ => return None,
+                        }
+                    }
+                    route = Some(Route {
+                        target: target?,
+                        model,
+                    });
+                }
+                _ => return None,
+            },
+            "headers" => match value {
+                R::Null => {}
+                R::Object(map) => {
+                    for (name, value) in map.iter() {
+                        let (R::String(name), R::String(value)) = (name, value) else {
+                            return None;
+                        };
+                        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                            || http::HeaderValue::from_str(value).is_err()
+                            || crate::headers::is_reserved(name)
+                        {
+                            return None;
+                        }
+                        headers.insert(name.to_ascii_lowercase(), value.to_string());
+                    }
+                }
+                _ => return None,
+            },
+            "request_headers_to_remove" => match value {
+                R::Null => {}
+                R::Array(names) => {
+                    for name in names.iter() {
+                        let R::String(name) = name else {
+                            return None;
+                        };
+                        if crate::headers::is_reserved(name) {
+                            return None;
+                        }
+                        remove_headers.push(name.to_ascii_lowercase());
+                    }
+                }
+                _ => return None,
+            },
+            _ => {}
+        }
+    }
+    let allowed = allowed?;
+    let http_status = match http_status {
+        None => {
+            if allowed {
+                200
+            } else {
+                403
+            }
+        }
+        Some(s) if allowed || (400..=599).contains(&s) => u16::try_from(s).ok()?,
+        Some(_) => return None,
+    };
+    Some(Decision {
+        allowed,
+        reason,
+        rule,
+        http_status,
+        route,
+        headers,
+        remove_headers,
+    })
+}
+
 /// Why a decision may not touch a header: ecluse frames what it sends.
 pub fn reserved_header(name: &str) -> String {
     format!("header {name:?} is reserved: a decision may add or remove end-to-end headers only, never Host, framing (Content-Length, Transfer-Encoding, Content-Encoding, Expect) or hop-by-hop headers")
@@ -637,5 +770,64 @@ mod tests {
         }
         assert!(parse_connect(&json!({"action": "allow"})).is_err());
         assert!(parse_connect(&json!(["intercept"])).is_err());
+    }
+
+    /// The hot path reads decisions in regorus's form; it must accept and
+    /// refuse exactly what the JSON reading does, with the same errors.
+    #[test]
+    fn decisions_read_in_regorus_form_equal_their_json_reading() {
+        let documents = [
+            json!({"allowed": false, "reason": "r", "rule": "x", "http_status": 451}),
+            json!({"allowed": true, "rule": "egress.allowed", "reason": "ok", "http_status": 200, "route": null, "headers": {}}),
+            json!({"allowed": true, "route": {"target": "mistral"}}),
+            json!({"allowed": true, "route": {"target": "mistral", "model": "m"}}),
+            json!({"allowed": true, "route": {"target": "mistral", "model": null, "extra": 1}}),
+            json!({"allowed": true, "route": ["mistral", "m"]}),
+            json!({"allowed": true, "route": {"target": null}}),
+            json!({"allowed": true, "route": {"model": "m"}}),
+            json!({"allowed": true, "route": "mistral"}),
+            json!({"allowed": false, "http_status": 403.0}),
+            json!({"allowed": false, "http_status": 451.5}),
+            json!({"allowed": false, "http_status": -1}),
+            json!({"allowed": false, "http_status": 200}),
+            json!({"allowed": true, "http_status": 70000}),
+            json!({"allowed": true, "http_status": "200"}),
+            json!({"allowed": true, "reason": null, "rule": null, "http_status": null}),
+            json!({"allowed": true, "reason": 3}),
+            json!({"allowed": "yes"}),
+            json!({"reason": "no allowed field"}),
+            json!({"allowed": true, "other": {"nested": [1, 2]}}),
+            json!({"allowed": true, "headers": {"X-Tenant": "a", "x-b": "b"}}),
+            json!({"allowed": true, "headers": {"X-A": "1", "x-a": "2"}}),
+            json!({"allowed": true, "headers": {"bad header": "v"}}),
+            json!({"allowed": true, "headers": {"x-a": 1}}),
+            json!({"allowed": true, "headers": {"x-a": "line\nbreak"}}),
+            json!({"allowed": true, "headers": {"Host": "evil.example"}}),
+            json!({"allowed": true, "headers": ["x-a"]}),
+            json!({"allowed": true, "request_headers_to_remove": ["X-Debug", "x-trace"]}),
+            json!({"allowed": true, "request_headers_to_remove": ["host"]}),
+            json!({"allowed": true, "request_headers_to_remove": [1]}),
+            json!({"allowed": true, "request_headers_to_remove": "x-a"}),
+            json!("allow"),
+            json!(null),
+            json!([{"allowed": true}]),
+        ];
+        for document in documents {
+            // What the policy returned, read as before: through JSON.
+            let value = regorus::Value::from_json_str(&document.to_string()).unwrap();
+            let through_json = rego::to_json(EGRESS_RULE, &value).unwrap();
+            assert_eq!(
+                parse_decision_value(&value),
+                parse_decision(&through_json),
+                "{document}"
+            );
+        }
+        // Shapes JSON cannot hold: a non-string key, an undefined value.
+        let mut odd = regorus::Value::from_json_str(r#"{"allowed": true}"#).unwrap();
+        let fields = odd.as_object_mut().unwrap();
+        fields.insert(1u64.into(), "one".into());
+        fields.insert("reason".into(), regorus::Value::Undefined);
+        let through_json = rego::to_json(EGRESS_RULE, &odd).unwrap();
+        assert_eq!(parse_decision_value(&odd), parse_decision(&through_json));
     }
 }

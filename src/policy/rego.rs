@@ -80,15 +80,16 @@ impl RegoPolicy {
         rule: &str,
         input: &I,
     ) -> Result<serde_json::Value, EvalError> {
-        self.eval_value(rule, to_value(input)?)
+        to_json(rule, &self.eval_value(rule, to_value(input)?)?)
     }
 
-    /// Evaluates `rule` on an input already in regorus's form.
+    /// Evaluates `rule` on an input already in regorus's form; the result
+    /// stays in regorus's form (the hot path reads it without converting).
     pub fn eval_value(
         &self,
         rule: &str,
         input: regorus::Value,
-    ) -> Result<serde_json::Value, EvalError> {
+    ) -> Result<regorus::Value, EvalError> {
         ENGINES.with(|cell| {
             let mut engines = cell.borrow_mut();
             let position = engines.iter().position(|(id, _)| *id == self.id);
@@ -112,10 +113,7 @@ impl RegoPolicy {
                 Ok(regorus::Value::Undefined) => Err(EvalError::Undefined {
                     rule: rule.to_string(),
                 }),
-                Ok(value) => serde_json::to_value(&value).map_err(|e| EvalError::Malformed {
-                    rule: rule.to_string(),
-                    problem: e.to_string(),
-                }),
+                Ok(value) => Ok(value),
                 Err(e) => Err(match e.downcast_ref::<LimitError>() {
                     Some(LimitError::TimeLimitExceeded { .. }) => EvalError::Timeout {
                         limit: self.timeout,
@@ -128,6 +126,14 @@ impl RegoPolicy {
             }
         })
     }
+}
+
+/// A result of `rule` as a JSON document.
+pub fn to_json(rule: &str, value: &regorus::Value) -> Result<serde_json::Value, EvalError> {
+    serde_json::to_value(value).map_err(|e| EvalError::Malformed {
+        rule: rule.to_string(),
+        problem: e.to_string(),
+    })
 }
 
 /// A document in regorus's form. Through JSON text: regorus parses it

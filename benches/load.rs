@@ -818,10 +818,16 @@ fn main() {
             "api.openai.com",
             client_config(&[&ca]),
         );
-        let rss = idle_connections(&fresh, t, 1000);
-        eprintln!("1000 idle intercepted connections: ecluse peak RSS {rss:.1} MiB");
+        let idle = idle_connections(&fresh, t, 1000);
+        eprintln!(
+            "1000 idle intercepted connections: ecluse peak RSS {:.1} MiB, {:.1} KiB each (VmRSS {:.1} MiB with 1 held, {:.1} MiB with 1000)",
+            idle.peak_mib, idle.per_connection_kib, idle.rss_one_mib, idle.rss_all_mib
+        );
         rows.push(Row {
-            scenario: "1000 idle intercepted conns".into(),
+            scenario: format!(
+                "1000 idle intercepted conns, {:.1} KiB each",
+                idle.per_connection_kib
+            ),
             system: "ecluse".into(),
             rps: 0.0,
             p50: 0.0,
@@ -829,7 +835,7 @@ fn main() {
             p999: 0.0,
             errors: 0,
             cpu_us_per_req: None,
-            rss_mib: Some(rss),
+            rss_mib: Some(idle.peak_mib),
         });
     }
     if o.peers {
@@ -838,8 +844,19 @@ fn main() {
     print_rows(&rows);
 }
 
+struct IdleMemory {
+    peak_mib: f64,
+    rss_one_mib: f64,
+    rss_all_mib: f64,
+    /// What each connection beyond the first adds to the resident set.
+    per_connection_kib: f64,
+}
+
 /// Opens `n` intercepted connections, one call each, then holds them idle.
-fn idle_connections(ecluse: &Running, target: Target, n: usize) -> f64 {
+/// The resident set is read with one connection held (the leaf minted, the
+/// upstream connection pooled, the workers' allocator arenas warm) and with
+/// all `n`: the difference is what an idle connection costs.
+fn idle_connections(ecluse: &Running, target: Target, n: usize) -> IdleMemory {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -847,18 +864,40 @@ fn idle_connections(ecluse: &Running, target: Target, n: usize) -> f64 {
         .unwrap();
     rt.block_on(async {
         let mut held = Vec::with_capacity(n);
-        for _ in 0..n {
+        let mut rss_one = 0;
+        for i in 0..n {
             let io = open(&target).await.expect("connection");
             let mut sender = handshake(io).await.expect("handshake");
             let resp = sender.send_request(request(&target)).await.expect("call");
             let _ = resp.into_body().collect().await;
             held.push(sender);
+            if i == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                rss_one = proc_rss(ecluse.child.id());
+            }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_all = proc_rss(ecluse.child.id());
         let (_, hwm) = proc_usage(ecluse.child.id());
         drop(held);
-        hwm as f64 / 1024.0
+        IdleMemory {
+            peak_mib: hwm as f64 / 1024.0,
+            rss_one_mib: rss_one as f64 / 1024.0,
+            rss_all_mib: rss_all as f64 / 1024.0,
+            per_connection_kib: rss_all.saturating_sub(rss_one) as f64 / (n.max(2) - 1) as f64,
+        }
     })
+}
+
+/// The resident set (`VmRSS`, KiB) of a process now.
+fn proc_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 mod peers {

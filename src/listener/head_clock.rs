@@ -110,6 +110,8 @@ pub struct ClockedStream<S> {
     /// The 408 still to write, set when the deadline passed.
     reply: Option<Bytes>,
     timed_out: bool,
+    /// A byte read by [`Peek::try_peek`], handed out by the next read.
+    peeked: Option<u8>,
 }
 
 impl<S> ClockedStream<S> {
@@ -120,6 +122,7 @@ impl<S> ClockedStream<S> {
             timer: None,
             reply: None,
             timed_out: false,
+            peeked: None,
         }
     }
 
@@ -175,6 +178,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClockedStream<S> {
             return Poll::Ready(Err(this.timeout_error()));
         }
         let before = buf.filled().len();
+        if let Some(byte) = this.peeked.take() {
+            if buf.remaining() == 0 {
+                this.peeked = Some(byte);
+                return Poll::Ready(Ok(()));
+            }
+            buf.put_slice(&[byte]);
+            // What else has arrived is read in the same call; nothing more
+            // is not worth a wait, the peeked byte is returned alone.
+            return match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(())),
+            };
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
@@ -295,10 +311,25 @@ impl<S: GetSocketDigest> GetSocketDigest for ClockedStream<S> {
     }
 }
 
+/// Waits for the first byte of the next request without taking it, so that
+/// the front end can wait out a kept-alive connection's silence in a small
+/// future and build pingora's (large) request future only once a request
+/// arrives. `Ok(false)`: the client closed the connection.
 #[async_trait]
-impl<S: Peek + Send> Peek for ClockedStream<S> {
+impl<S: AsyncRead + Unpin + Send> Peek for ClockedStream<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.peeked.is_none() {
+            // Read through `poll_read`: the byte starts the head's clock.
+            let mut byte = [0u8; 1];
+            if tokio::io::AsyncReadExt::read(self, &mut byte).await? == 0 {
+                return Ok(false);
+            }
+            self.peeked = Some(byte[0]);
+        }
+        if let (Some(slot), Some(byte)) = (buf.first_mut(), self.peeked) {
+            *slot = byte;
+        }
+        Ok(true)
     }
 }
 
@@ -333,6 +364,55 @@ mod tests {
         clock.bytes_arrived(t1);
         assert_eq!(clock.deadline(), Some(t1 + Duration::from_secs(10)));
         assert!(clock.expired(t1 + Duration::from_secs(10)));
+    }
+
+    #[tokio::test]
+    async fn a_peeked_byte_is_read_first_and_starts_the_clock() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let clock = Arc::new(HeadClock::new(Duration::from_secs(10)));
+        let mut stream = ClockedStream::new(server, clock.clone());
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut peeked = [0u8; 4];
+        assert!(stream.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(peeked[0], b'G');
+        assert!(
+            clock.deadline().is_some(),
+            "the peeked byte starts the head"
+        );
+        // A second peek sees the same byte; nothing is consumed.
+        assert!(stream.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(peeked[0], b'G');
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"GET / HTTP/1.1\r\n",
+            "the byte, then what had arrived"
+        );
+        // With nothing else there, the peeked byte comes alone.
+        client.write_all(b"X").await.unwrap();
+        assert!(stream.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(buf[0], b'X');
+        drop(client);
+        assert!(!stream.try_peek(&mut peeked).await.unwrap(), "closed");
+    }
+
+    #[tokio::test]
+    async fn a_peek_waits_for_the_first_byte() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(4096);
+        let clock = Arc::new(HeadClock::new(Duration::from_secs(10)));
+        let mut stream = ClockedStream::new(server, clock.clone());
+        let mut peeked = [0u8; 1];
+        let silent =
+            tokio::time::timeout(Duration::from_millis(100), stream.try_peek(&mut peeked)).await;
+        assert!(silent.is_err(), "no byte yet: the peek waits");
+        assert_eq!(clock.deadline(), None, "waiting is not a head");
+        client.write_all(b"P").await.unwrap();
+        assert!(stream.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(peeked[0], b'P');
     }
 
     #[tokio::test]

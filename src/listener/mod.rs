@@ -16,9 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, info, warn};
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::TlsStream;
 use pingora_core::protocols::{GetProxyDigest, Ssl, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
@@ -226,19 +228,44 @@ impl FrontEnd {
         early: BytesMut,
         shutdown: &ShutdownWatch,
     ) {
+        let head_clock = target.head_clock.clone();
+        // Boxed, so that what only the handshake needs (the per-connection
+        // config and acceptor, the SNI witness) is freed once it is done
+        // instead of living as long as the connection.
+        let Some(tls) = Box::pin(self.accept_tls(stream, target, host_config, early)).await else {
+            return;
+        };
+        let _active = track(&self.recorders.metrics.intercepts_active);
+        // HTTP/1 heads come one at a time, so one clock can time them;
+        // HTTP/2 interleaves the headers of many streams.
+        match tls.selected_alpn_proto() {
+            Some(ALPN::H2) => {
+                ServerApp::process_new(&self.http, Box::new(tls), shutdown).await;
+            }
+            _ => {
+                let stream = Box::new(ClockedStream::new(tls, head_clock));
+                self.serve_http1(stream, shutdown).await;
+            }
+        }
+    }
+
+    /// The TLS handshake with the client, with the leaf minted for the
+    /// CONNECT host; failures are counted and logged here.
+    async fn accept_tls(
+        &self,
+        stream: Stream,
+        target: TunnelTarget,
+        host_config: &Arc<rustls::ServerConfig>,
+        early: BytesMut,
+    ) -> Option<TlsStream<L4Stream>> {
         let metrics = &self.recorders.metrics;
         // The TLS acceptor needs the concrete TCP stream; a client that sent
         // its ClientHello before reading our 200 gets those bytes replayed.
-        let Some(mut stream) = into_l4(stream) else {
-            return;
-        };
+        let mut stream = into_l4(stream)?;
         stream.rewind(&early);
+        drop(early);
         let host = target.authority.host.clone();
-        let head_clock = target.head_clock.clone();
-        let header = match ResponseHeader::build(200, Some(0)) {
-            Ok(h) => h,
-            Err(_) => return,
-        };
+        let header = ResponseHeader::build(200, Some(0)).ok()?;
         stream.set_proxy_digest(ProxyDigest::new(
             Box::new(header),
             Some(Box::new(Arc::new(target))),
@@ -246,10 +273,8 @@ impl FrontEnd {
         let (config, witness) = crate::tls::connection_config(host_config);
         let acceptor = Acceptor::from_server_config(config);
         let handshake_timeout = self.gate.config.timeouts.tls_handshake;
-        drop(early);
-        let handshake = Box::pin(acceptor.tls_handshake(stream));
-        let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
+        match tokio::time::timeout(handshake_timeout, acceptor.tls_handshake(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
                 metrics
                     .tls_handshake_failures
@@ -265,24 +290,72 @@ impl FrontEnd {
                 } else {
                     warn!("TLS handshake with client for {host} failed: {text}");
                 }
-                return;
+                None
             }
             Err(_) => {
                 metrics
                     .tls_handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
                 warn!("TLS handshake with client for {host} timed out after {handshake_timeout:?}");
+                None
+            }
+        }
+    }
+
+    /// pingora's HTTP/1 keep-alive loop (its `ServerApp` for an
+    /// `HttpServerApp`), except that the wait for each request's first byte
+    /// happens here. pingora's request future is sized for a whole proxied
+    /// call (~20 KiB) and its session holds a 4 KiB head buffer; waiting
+    /// inside them made every idle kept-alive connection hold both.
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        // What pingora's loop gives a new connection's first request.
+        const FIRST_REQUEST_KEEPALIVE: u64 = 60;
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            // The keep-alive timeout pingora applies to this read: its own on
+            // the first request, then what the proxy set (`keepalive_idle`).
+            let idle = match self.gate.config.timeouts.keepalive_idle {
+                idle if first || idle.is_zero() => Duration::from_secs(FIRST_REQUEST_KEEPALIVE),
+                idle => idle,
+            };
+            if !wait_for_request(&mut stream, idle, shutdown).await {
                 return;
             }
-        };
-        let _active = track(&metrics.intercepts_active);
-        // HTTP/1 heads come one at a time, so one clock can time them;
-        // HTTP/2 interleaves the headers of many streams.
-        let stream: Stream = match tls.selected_alpn_proto() {
-            Some(ALPN::H2) => Box::new(tls),
-            _ => Box::new(ClockedStream::new(tls, head_clock)),
-        };
-        ServerApp::process_new(&self.http, stream, shutdown).await;
+            let mut session = ServerSession::new_http1(stream);
+            if first {
+                session.set_keepalive((!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE));
+                session.set_keepalive_reuses_remaining(
+                    self.http
+                        .server_options()
+                        .and_then(|o| o.keepalive_request_limit),
+                );
+                first = false;
+            } else if let Some(settings) = settings.take() {
+                // ecluse never enables HTTP/1.1 pipelining, so these carry no
+                // bytes read ahead that the peeked byte could overtake.
+                settings.apply_to_session(&mut session);
+            }
+            let Some(reused) = self.http.process_new_http(session, shutdown).await else {
+                return;
+            };
+            (stream, settings) = reused.consume();
+        }
+    }
+}
+
+/// Waits until the client sends the next request (true), closes, fails, stays
+/// silent for `idle`, or the server shuts down (false). The byte that ends
+/// the wait stays in the stream for pingora's head reader.
+async fn wait_for_request(stream: &mut Stream, idle: Duration, shutdown: &ShutdownWatch) -> bool {
+    let mut shutdown = shutdown.clone();
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        biased;
+        peeked = tokio::time::timeout(idle, stream.try_peek(&mut byte)) => {
+            matches!(peeked, Ok(Ok(true)))
+        }
+        _ = shutdown.changed() => false,
     }
 }
 

@@ -110,29 +110,7 @@ impl Resolver {
                 configured: true,
             });
         }
-        let candidates: Vec<SocketAddr> = match authority.ip() {
-            Some(ip) => vec![SocketAddr::new(ip, authority.port)],
-            None => {
-                let lookup = tokio::net::lookup_host((authority.host.as_str(), authority.port));
-                match tokio::time::timeout(self.timeout, lookup).await {
-                    Err(_) => {
-                        return Err(ResolveError::Timeout {
-                            host: authority.host.clone(),
-                            timeout: self.timeout,
-                        }
-                        .into())
-                    }
-                    Ok(Err(e)) => {
-                        return Err(ResolveError::NotFound {
-                            host: authority.host.clone(),
-                            reason: e.to_string(),
-                        }
-                        .into())
-                    }
-                    Ok(Ok(addrs)) => addrs.collect(),
-                }
-            }
-        };
+        let candidates = self.lookup(authority).await?;
         if !candidates.iter().any(|a| same_address(*a, original)) {
             return Err(mismatch(&candidates));
         }
@@ -142,6 +120,26 @@ impl Resolver {
             addr,
             configured: false,
         })
+    }
+
+    /// The addresses a name resolves to (an IP literal is its own), within
+    /// `timeouts.dns`.
+    async fn lookup(&self, authority: &Authority) -> Result<Vec<SocketAddr>, ResolveError> {
+        if let Some(ip) = authority.ip() {
+            return Ok(vec![SocketAddr::new(ip, authority.port)]);
+        }
+        let lookup = tokio::net::lookup_host((authority.host.as_str(), authority.port));
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Err(_) => Err(ResolveError::Timeout {
+                host: authority.host.clone(),
+                timeout: self.timeout,
+            }),
+            Ok(Err(e)) => Err(ResolveError::NotFound {
+                host: authority.host.clone(),
+                reason: e.to_string(),
+            }),
+            Ok(Ok(addrs)) => Ok(addrs.collect()),
+        }
     }
 
     /// Resolves a configured target (an in-cluster vLLM is private by
@@ -162,27 +160,7 @@ impl Resolver {
                 configured: true,
             });
         }
-        let candidates: Vec<SocketAddr> = match authority.ip() {
-            Some(ip) => vec![SocketAddr::new(ip, authority.port)],
-            None => {
-                let lookup = tokio::net::lookup_host((authority.host.as_str(), authority.port));
-                match tokio::time::timeout(self.timeout, lookup).await {
-                    Err(_) => {
-                        return Err(ResolveError::Timeout {
-                            host: authority.host.clone(),
-                            timeout: self.timeout,
-                        })
-                    }
-                    Ok(Err(e)) => {
-                        return Err(ResolveError::NotFound {
-                            host: authority.host.clone(),
-                            reason: e.to_string(),
-                        })
-                    }
-                    Ok(Ok(addrs)) => addrs.collect(),
-                }
-            }
-        };
+        let candidates = self.lookup(authority).await?;
         let addr = if refuse_restricted {
             self.pick_public(&authority.host, &candidates)?
         } else {

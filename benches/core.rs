@@ -111,11 +111,7 @@ fn policy_evaluation(c: &mut Criterion) {
         "mistral",
         &ecluse::config::TargetConfig {
             base_url: "https://api.mistral.ai/v1".into(),
-            api_key_file: None,
-            models: Default::default(),
-            headers: Default::default(),
-            api: None,
-            native: Vec::new(),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -23,26 +23,20 @@ fn targets() -> BTreeMap<String, Target> {
         "mistral".to_string(),
         TargetConfig {
             base_url: "https://api.mistral.ai/v1".into(),
-            api_key_file: None,
             models: [("*".to_string(), "mistral-large-latest".to_string())].into(),
-            headers: BTreeMap::new(),
-            api: None,
-            native: Vec::new(),
+            ..Default::default()
         },
     );
     configs.insert(
         "vllm".to_string(),
         TargetConfig {
             base_url: "http://vllm.llm.svc:8000/v1".into(),
-            api_key_file: None,
             models: [(
                 "*".to_string(),
                 "meta-llama/Llama-3.1-8B-Instruct".to_string(),
             )]
             .into(),
-            headers: BTreeMap::new(),
-            api: None,
-            native: Vec::new(),
+            ..Default::default()
         },
     );
     targets_from_config(&configs).unwrap()

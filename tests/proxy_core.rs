@@ -664,15 +664,7 @@ async fn client_disconnect_mid_stream_cancels_the_upstream_call() {
         .connect_tls("api.openai.com:443", &[b"http/1.1"])
         .await;
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
-    tls.write_all(
-        format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    tls.write_all(&chat_request(body)).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = tls.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -759,15 +751,7 @@ async fn a_client_that_leaves_after_done_completed_the_call_one_that_leaves_mid_
                 .proxy
                 .connect_tls("api.openai.com:443", &[b"http/1.1"])
                 .await;
-            tls.write_all(
-                format!(
-                    "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
+            tls.write_all(&chat_request(&body)).await.unwrap();
             let mut seen = Vec::new();
             let mut buf = vec![0u8; 4096];
             while !String::from_utf8_lossy(&seen).contains(read_until) {
@@ -1232,12 +1216,7 @@ async fn a_client_hello_sent_with_the_connect_head_is_not_lost() {
         );
         let mut stream = rustls::StreamOwned::new(tls, tcp);
         let body = r#"{"model":"gpt-4o","messages":[]}"#;
-        write!(
-            stream,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        stream.write_all(&chat_request(body)).unwrap();
         let mut answer = vec![0u8; 4096];
         let n = stream.read(&mut answer).unwrap();
         String::from_utf8_lossy(&answer[..n]).into_owned()
@@ -1793,4 +1772,13 @@ async fn admin_endpoints() {
     assert!(v["revision"].as_str().unwrap().starts_with("embedded"));
     assert_eq!(s.proxy.admin_get("/nope").0, 404);
     let _ = &s.pki;
+}
+
+/// An HTTP/1.1 chat call to api.openai.com with `body`, as bytes on the wire.
+fn chat_request(body: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

@@ -561,11 +561,7 @@ mod tests {
         .map(|(name, url)| {
             let config = crate::config::TargetConfig {
                 base_url: url.into(),
-                api_key_file: None,
-                models: BTreeMap::new(),
-                headers: BTreeMap::new(),
-                api: None,
-                native: Vec::new(),
+                ..Default::default()
             };
             let target = crate::route::Target::from_config(name, &config).unwrap();
             (name.to_string(), target)

@@ -429,14 +429,11 @@ mod tests {
             "t",
             &TargetConfig {
                 base_url: base_url.into(),
-                api_key_file: None,
                 models: models
                     .iter()
                     .map(|(a, b)| (a.to_string(), b.to_string()))
                     .collect(),
-                headers: BTreeMap::new(),
-                api: None,
-                native: Vec::new(),
+                ..Default::default()
             },
         )
         .unwrap()

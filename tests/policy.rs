@@ -528,3 +528,172 @@ async fn a_policy_directory_with_a_syntax_error_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1));
     let _ = Arc::new(());
 }
+
+// ------------------------------------------------ compiled form (regorus RVM)
+
+/// Calls that vary every part of the input the default policies read: each
+/// registered host (wildcard labels filled in) and an unregistered one, every
+/// declared classification and none, found personal data or not, a complete
+/// or a partial scan, every kind of retention, and each API's operations.
+fn generated_corpus(registry: &Registry) -> Vec<input::RequestInput> {
+    let mut hosts: Vec<String> = registry
+        .providers()
+        .iter()
+        .flat_map(|p| p.hosts.iter().map(|h| h.replace('*', "eu-west-1")))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts.push("llm.unregistered.example".into());
+    let classifications = [
+        None,
+        Some("public"),
+        Some("internal"),
+        Some("confidential"),
+        Some("personal"),
+        Some("special-category"),
+    ];
+    let retentions = [None, Some("zero"), Some("1d"), Some("30d"), Some("400d")];
+    let calls = [
+        ("openai", "chat"),
+        ("openai", "responses"),
+        ("openai", "embeddings"),
+        ("anthropic", "messages"),
+        ("gemini", "generate"),
+        ("bedrock", "converse"),
+    ];
+    let mut corpus = Vec::new();
+    for (h, host) in hosts.iter().enumerate() {
+        let destination =
+            input::destination(registry, &Authority::new(host, 443), Scheme::Https, &[443]);
+        for (c, classification) in classifications.iter().enumerate() {
+            for (r, retention) in retentions.iter().enumerate() {
+                // Not the full product: each host meets every classification
+                // and retention, and the other parts rotate through theirs.
+                let turn = h + c + r;
+                let mut data = ecluse::classify::declared(
+                    classification.map(str::as_bytes),
+                    retention.map(str::as_bytes),
+                )
+                .unwrap();
+                if turn % 3 == 1 {
+                    data.pii.insert("iban", 1);
+                }
+                if turn % 4 == 2 {
+                    data.scan.unread.push(ecluse::classify::Unread::new(
+                        ecluse::classify::UnreadReason::Media,
+                        "messages[0].content[1]",
+                        "image/png",
+                    ));
+                }
+                let (api, operation) = calls[turn % calls.len()];
+                let call = ecluse::llm::ParsedCall {
+                    api: Some(api.into()),
+                    operation: (turn % 7 != 3).then_some(operation),
+                    model: Some("gpt-4o".into()),
+                    ..Default::default()
+                };
+                let request = input::request_doc(
+                    "POST",
+                    "/v1/chat/completions",
+                    std::iter::empty(),
+                    100,
+                    &call,
+                );
+                corpus.push(input::request_input(
+                    destination.clone(),
+                    request,
+                    data,
+                    SourceDoc::default(),
+                ));
+            }
+        }
+    }
+    corpus
+}
+
+/// What each evaluator makes of one input: the decision, or "undefined" and
+/// errors by name.
+fn outcome(result: Result<regorus::Value, String>) -> String {
+    match result {
+        Ok(regorus::Value::Undefined) => "undefined".into(),
+        Ok(value) => value.to_string(),
+        Err(e) => format!("error: {}", e.lines().next().unwrap_or_default()),
+    }
+}
+
+/// regorus's compiled form (its RVM) takes a decision in 1.5-2.4x fewer
+/// instructions than its interpreter, and would be adopted where it decides
+/// exactly as the interpreter does. This differential decides: the decision
+/// fixtures and a generated corpus, with and without targets, through both.
+/// While any decision differs, ecluse decides with the interpreter, and this
+/// test fails the day an upgraded regorus agrees, so that the compiled form
+/// is then adopted (README, "Keeping policies fast").
+#[test]
+fn the_compiled_form_is_adopted_only_where_it_decides_as_the_interpreter() {
+    use regorus::languages::rego::compiler::Compiler;
+    use regorus::rvm::RegoVM;
+
+    let files = PolicyFiles::embedded();
+    let registry = Registry::embedded();
+    let fixtures: Vec<Value> =
+        serde_json::from_str(include_str!("fixtures/decisions.json")).unwrap();
+    let corpus = generated_corpus(&registry);
+    assert!(corpus.len() > 500, "corpus of {}", corpus.len());
+    let with_targets = targets();
+    let none = BTreeMap::new();
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for (label, targets) in [("with targets", &with_targets), ("without targets", &none)] {
+        let context = Context {
+            targets,
+            timeout: Duration::from_secs(5),
+        };
+        let mut interpreter = load::decision_engine(&files, &context).unwrap();
+        let entry: Arc<str> = ecluse::policy::EGRESS_RULE.into();
+        let program = Compiler::compile_from_policy(
+            &interpreter.compile_with_entrypoint(&entry).unwrap(),
+            &[ecluse::policy::EGRESS_RULE],
+        )
+        .unwrap();
+        let mut vm = RegoVM::new();
+        vm.load_program(program);
+        vm.set_data(load::decision_engine(&files, &context).unwrap().get_data())
+            .unwrap();
+        let inputs = fixtures
+            .iter()
+            .filter(|f| (f["targets"] == false) == targets.is_empty())
+            .map(|f| fixture_input(&registry, &f["input"]))
+            .chain(corpus.iter().cloned());
+        for input in inputs {
+            let value = ecluse::policy::rego::to_value(&input).unwrap();
+            interpreter.set_input(value.clone());
+            let interpreted = outcome(
+                interpreter
+                    .eval_rule(ecluse::policy::EGRESS_RULE.to_string())
+                    .map_err(|e| e.to_string()),
+            );
+            vm.set_input(value);
+            let compiled = outcome(vm.execute().map_err(|e| e.to_string()));
+            assert_ne!(interpreted, "undefined", "{label}: {input:?}");
+            compared += 1;
+            if interpreted != compiled {
+                differences.push(format!(
+                    "{label}: {} {:?} {:?}: interpreter {interpreted}, compiled {compiled}",
+                    input.destination.host, input.data.classification, input.data.retention,
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "compiled form: {} of {compared} decisions differ from the interpreter's",
+        differences.len()
+    );
+    for d in differences.iter().take(5) {
+        eprintln!("  {d}");
+    }
+    assert!(
+        !differences.is_empty(),
+        "the compiled form now decides all {compared} calls as the interpreter does: \
+         adopt it for evaluated decisions (src/policy/rego.rs) behind this differential"
+    );
+}

@@ -321,8 +321,7 @@ pub fn compile(
         }
     }
     let registry = registry_of(files)?;
-    let targets = crate::route::targets_data(context.targets, &registry);
-    let engine = build_engine(&files.modules, files, &targets)?;
+    let engine = decision_engine(files, context)?;
     let timeout = context.timeout;
     let policy = RegoPolicy::new(engine, timeout);
     // Evaluating once prepares the template so that per-thread clones start
@@ -342,6 +341,15 @@ pub fn compile(
         Some(paths) => snapshot.with_decision_cache(paths),
         None => snapshot,
     })
+}
+
+/// The regorus engine a revision decides with: its modules, its data and
+/// the configured targets as `data.targets`. Decisions go through
+/// [`compile`]'s snapshot; this is for tools that compare evaluators.
+pub fn decision_engine(files: &PolicyFiles, context: &Context<'_>) -> Result<Engine, LoadError> {
+    let registry = registry_of(files)?;
+    let targets = crate::route::targets_data(context.targets, &registry);
+    build_engine(&files.modules, files, &targets)
 }
 
 /// A header name a module writes literally into a decision's `headers` or

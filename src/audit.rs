@@ -81,8 +81,14 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The chain hash of one line (without its newline).
 pub fn line_hash(line: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = ring::digest::digest(&ring::digest::SHA256, line);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for b in digest.as_ref() {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// Where the chain of an existing file stands, so that a restart appending
@@ -383,6 +389,19 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chain_hashes_are_sha256_in_lowercase_hex() {
+        // FIPS 180-2's examples: auditors recompute these with any tool.
+        assert_eq!(
+            line_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            line_hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     #[test]
     fn records_are_json_lines_and_flushed_on_close() {

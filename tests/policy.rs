@@ -697,3 +697,36 @@ fn the_compiled_form_is_adopted_only_where_it_decides_as_the_interpreter() {
          adopt it for evaluated decisions (src/policy/rego.rs) behind this differential"
     );
 }
+
+/// A remembered decision's input is built from the parts of the call the
+/// policy reads, and a missed one is evaluated on those parts alone: over
+/// the generated corpus, the first call (evaluated on that input) and the
+/// second (remembered) decide exactly as an evaluation of the whole input.
+#[test]
+fn decisions_on_the_parts_the_policy_reads_equal_decisions_on_the_whole_input() {
+    let registry = Registry::embedded();
+    let with_targets = targets();
+    let none = BTreeMap::new();
+    let files = PolicyFiles::embedded();
+    let mut compared = 0;
+    for targets in [&with_targets, &none] {
+        let snapshot = snapshot(&files, targets);
+        assert!(snapshot.caches_decisions());
+        for input in generated_corpus(&registry) {
+            let whole = snapshot.decide_request(&input);
+            let destination = snapshot.destination(
+                &Authority::new(&input.destination.host, 443),
+                Scheme::Https,
+                &[443],
+            );
+            let source = ecluse::policy::rego::to_value(&input.source).unwrap();
+            for _ in 0..2 {
+                let parts =
+                    snapshot.decide_request_at(&destination, &input.request, &input.data, &source);
+                assert_eq!(parts, whole, "{input:?}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 1000);
+}

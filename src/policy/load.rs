@@ -776,10 +776,7 @@ mod tests {
             paths.push(path(extra));
         }
         paths.push(vec![regorus::Value::from(7u64)]);
-        let cache = DecisionCache {
-            paths,
-            entries: Default::default(),
-        };
+        let cache = DecisionCache::new(paths);
         let from_parts = cache.key_from_parts(&parts);
         let whole = cache.key(&parts.input());
         for ((got, want), path) in from_parts.iter().zip(&whole).zip(&cache.paths) {

@@ -126,6 +126,10 @@ pub struct Snapshot {
 #[derive(Debug)]
 struct DecisionCache {
     paths: Vec<Vec<regorus::Value>>,
+    /// The paths no other path contains (`data` makes `data.pii` moot):
+    /// those whose values make up the input an evaluation needs. `None`
+    /// when a path is the whole input.
+    outermost: Option<Vec<usize>>,
     entries: Mutex<BTreeMap<Vec<regorus::Value>, Decision>>,
 }
 
@@ -133,6 +137,41 @@ struct DecisionCache {
 const DECISION_CACHE: usize = 4096;
 
 impl DecisionCache {
+    fn new(paths: Vec<Vec<regorus::Value>>) -> DecisionCache {
+        let outermost = (!paths.iter().any(Vec::is_empty)).then(|| {
+            (0..paths.len())
+                .filter(|&i| {
+                    !paths.iter().enumerate().any(|(j, other)| {
+                        let contains =
+                            paths[i].starts_with(other) && (other.len() < paths[i].len() || j < i);
+                        j != i && contains
+                    })
+                })
+                .collect()
+        });
+        DecisionCache {
+            paths,
+            outermost,
+            entries: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The input an evaluation of a missed decision needs, built from its
+    /// key: the policy reads nothing but these paths (that is what makes
+    /// the key a key), so the fields it does not read are left out rather
+    /// than built, and rebuilt, for every evaluated call.
+    fn input_from_key(&self, key: &[regorus::Value]) -> Option<regorus::Value> {
+        let outermost = self.outermost.as_ref()?;
+        let mut root = Branch::default();
+        for &i in outermost {
+            let value = key.get(i)?;
+            if *value != regorus::Value::Undefined {
+                root.insert(self.paths.get(i)?, value.clone());
+            }
+        }
+        Some(root.into_value())
+    }
+
     /// The key of a whole input document.
     #[cfg(test)]
     fn key(&self, input: &regorus::Value) -> Vec<regorus::Value> {
@@ -170,6 +209,50 @@ impl DecisionCache {
                 }
             })
             .collect()
+    }
+}
+
+/// An input document under construction from the values at some paths.
+#[derive(Default)]
+struct Branch(BTreeMap<regorus::Value, Node>);
+
+enum Node {
+    Value(regorus::Value),
+    Branch(Branch),
+}
+
+impl Branch {
+    /// Places `value` at `path`. No path given is inside another's value
+    /// ([`DecisionCache::outermost`]), so every step is a branch.
+    fn insert(&mut self, path: &[regorus::Value], value: regorus::Value) {
+        let Some((field, rest)) = path.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.0.insert(field.clone(), Node::Value(value));
+            return;
+        }
+        let node = self
+            .0
+            .entry(field.clone())
+            .or_insert_with(|| Node::Branch(Branch::default()));
+        if let Node::Branch(branch) = node {
+            branch.insert(rest, value);
+        }
+    }
+
+    fn into_value(self) -> regorus::Value {
+        self.0
+            .into_iter()
+            .map(|(field, node)| {
+                let value = match node {
+                    Node::Value(value) => value,
+                    Node::Branch(branch) => branch.into_value(),
+                };
+                (field, value)
+            })
+            .collect::<BTreeMap<_, _>>()
+            .into()
     }
 }
 
@@ -261,10 +344,7 @@ impl Snapshot {
             .into_iter()
             .map(|path| path.into_iter().map(regorus::Value::from).collect())
             .collect();
-        self.decisions = Some(DecisionCache {
-            paths,
-            entries: Mutex::new(BTreeMap::new()),
-        });
+        self.decisions = Some(DecisionCache::new(paths));
         self
     }
 
@@ -369,7 +449,8 @@ impl Snapshot {
         if let Some(known) = entries().get(&key) {
             return known.clone();
         }
-        let decision = self.evaluate_request(parts.input());
+        let input = cache.input_from_key(&key).unwrap_or_else(|| parts.input());
+        let decision = self.evaluate_request(input);
         if decision.rule != POLICY_ERROR_RULE {
             let mut entries = entries();
             if entries.len() >= DECISION_CACHE {
@@ -740,6 +821,58 @@ pub fn reserved_header(name: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn path(p: &str) -> Vec<regorus::Value> {
+        p.split('.')
+            .filter(|s| !s.is_empty())
+            .map(regorus::Value::from)
+            .collect()
+    }
+
+    #[test]
+    fn a_missed_decision_is_evaluated_on_the_paths_the_policy_reads() {
+        let input = rego::to_value(&json!({
+            "version": 1,
+            "data": {"pii": {"iban": 1}, "scan": "complete", "retention": null},
+            "destination": {"host": "api.openai.com", "entity": {"name": "OpenAI", "cloud_act": true}},
+            "request": {"operation": "chat", "path": "/v1/chat/completions"},
+        }))
+        .unwrap();
+        let cases: &[(&[&str], Option<serde_json::Value>)] = &[
+            (
+                &["destination.host"],
+                Some(json!({"destination": {"host": "api.openai.com"}})),
+            ),
+            // A path inside another's value adds nothing; the order of the
+            // paths does not matter, nor do repeats.
+            (
+                &[
+                    "data.pii.iban",
+                    "data",
+                    "destination.entity.cloud_act",
+                    "data",
+                ],
+                Some(json!({
+                    "data": {"pii": {"iban": 1}, "scan": "complete", "retention": null},
+                    "destination": {"entity": {"cloud_act": true}},
+                })),
+            ),
+            // Missing fields stay missing; null stays null.
+            (
+                &["request.model", "data.retention", "version"],
+                Some(json!({"data": {"retention": null}, "version": 1})),
+            ),
+            // The whole input: built as before, not from the key.
+            (&["", "data"], None),
+        ];
+        for (paths, expected) in cases {
+            let cache = DecisionCache::new(paths.iter().map(|p| path(p)).collect());
+            let key = cache.key(&input);
+            let built = cache.input_from_key(&key);
+            let expected = expected.as_ref().map(|e| rego::to_value(e).unwrap());
+            assert_eq!(built, expected, "{paths:?}");
+        }
+    }
 
     #[test]
     fn decision_documents_are_validated() {

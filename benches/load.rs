@@ -6,9 +6,12 @@
 //!   cargo bench --bench load                  # all scenarios, 10 s each
 //!   cargo bench --bench load -- --duration 5 --only intercept,tunnel
 //!   cargo bench --bench load -- --peers       # also Squid ssl-bump and mitmproxy
+//!   cargo bench --bench load -- --allocations # also allocation calls per call
 //!
 //! Figures: requests/s, latency percentiles, ecluse CPU per request (from
-//! /proc), and ecluse's peak RSS (VmHWM).
+//! /proc), and ecluse's peak RSS (VmHWM). With `--allocations` (root, perf),
+//! each ecluse scenario runs a second time with perf counting the
+//! allocator's calls through uprobes; that run is not timed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +41,7 @@ struct Options {
     connections: usize,
     only: Option<Vec<String>>,
     peers: bool,
+    allocations: bool,
 }
 
 fn options() -> Options {
@@ -46,6 +50,7 @@ fn options() -> Options {
         connections: 32,
         only: None,
         peers: false,
+        allocations: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -65,6 +70,7 @@ fn options() -> Options {
                 i += 1;
             }
             "--peers" => o.peers = true,
+            "--allocations" => o.allocations = true,
             // cargo bench passes --bench; ignore what is not ours.
             _ => {}
         }
@@ -531,6 +537,7 @@ struct Row {
     errors: u64,
     cpu_us_per_req: Option<f64>,
     rss_mib: Option<f64>,
+    allocations_per_req: Option<f64>,
 }
 
 fn row(
@@ -561,16 +568,17 @@ fn row(
         errors: r.errors,
         cpu_us_per_req: cpu,
         rss_mib: rss,
+        allocations_per_req: None,
     }
 }
 
 fn print_rows(rows: &[Row]) {
     println!();
-    println!("| scenario | system | req/s | p50 µs | p99 µs | p99.9 µs | errors | proxy CPU µs/req | proxy peak RSS MiB |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| scenario | system | req/s | p50 µs | p99 µs | p99.9 µs | errors | proxy CPU µs/req | proxy peak RSS MiB | allocation calls/req |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
             r.scenario,
             r.system,
             r.rps,
@@ -583,6 +591,9 @@ fn print_rows(rows: &[Row]) {
                 .unwrap_or_else(|| "-".into()),
             r.rss_mib
                 .map(|m| format!("{m:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            r.allocations_per_req
+                .map(|a| format!("{a:.0}"))
                 .unwrap_or_else(|| "-".into()),
         );
     }
@@ -644,6 +655,7 @@ fn main() {
                        duration: Duration| {
         let before = through.map(|r| proc_usage(r.child.id()));
         let accepts = MOCK_ACCEPTS.load(Ordering::Relaxed);
+        let target_again = target.clone();
         let result = run_load(target, connections, duration);
         let accepts = MOCK_ACCEPTS.load(Ordering::Relaxed) - accepts;
         let after = through.map(|r| proc_usage(r.child.id()));
@@ -653,11 +665,22 @@ fn main() {
         } else {
             "direct"
         };
-        let r = row(scenario, system, &result, before.zip(after));
+        let mut r = row(scenario, system, &result, before.zip(after));
         eprintln!(
             "{scenario:<28} {system:<8} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>7.0} µs  errors {}",
             r.rps, r.p50, r.p99, r.errors
         );
+        if let (true, Some(running)) = (o.allocations, through) {
+            r.allocations_per_req = allocations_per_call(running.child.id(), || {
+                run_load(
+                    target_again,
+                    connections,
+                    duration.min(Duration::from_secs(3)),
+                )
+                .requests
+            });
+            eprintln!("  allocation calls per call: {:?}", r.allocations_per_req);
+        }
         rows.push(r);
     };
 
@@ -836,12 +859,77 @@ fn main() {
             errors: 0,
             cpu_us_per_req: None,
             rss_mib: Some(idle.peak_mib),
+            allocations_per_req: None,
         });
     }
     if o.peers {
         peers::run(&o, &pki, mock, &direct, &mut rows);
     }
     print_rows(&rows);
+}
+
+/// The allocator entry points counted: glibc's, which ecluse uses (the
+/// process's own libc, found in its memory map).
+const ALLOCATOR_CALLS: [&str; 3] = ["malloc", "calloc", "realloc"];
+
+/// Allocation calls ecluse makes per call while `load` runs, counted by
+/// perf through uprobes on its allocator. A uprobe traps on every call, so
+/// this run's times mean nothing; `None` when perf cannot probe (not root,
+/// no perf), with the reason on stderr.
+fn allocations_per_call(pid: u32, load: impl FnOnce() -> u64) -> Option<f64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|path| path.contains("/libc.so"))?
+        .to_string();
+    let listed = Command::new("perf").args(["probe", "-l"]).output().ok()?;
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    for call in ALLOCATOR_CALLS {
+        if !listed.contains(&format!("probe_libc:{call} ")) {
+            let added = Command::new("perf")
+                .args(["probe", "-q", "-x", &libc, "--add", call])
+                .status();
+            if !matches!(added, Ok(s) if s.success()) {
+                eprintln!("  (perf cannot probe {call} in {libc}: allocations not counted)");
+                return None;
+            }
+        }
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("perf-stat.csv");
+    let events: Vec<String> = ALLOCATOR_CALLS
+        .iter()
+        .map(|c| format!("probe_libc:{c}"))
+        .collect();
+    let mut perf = Command::new("perf")
+        .args([
+            "stat",
+            "-x,",
+            "-e",
+            &events.join(","),
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // perf attaches before the first call is counted.
+    std::thread::sleep(Duration::from_millis(500));
+    let requests = load();
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    let _ = perf.wait();
+    let text = std::fs::read_to_string(&out).ok()?;
+    let calls: f64 = text
+        .lines()
+        .filter(|l| l.contains("probe_libc:"))
+        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
+        .sum();
+    (requests > 0).then(|| calls / requests as f64)
 }
 
 struct IdleMemory {

@@ -1,9 +1,10 @@
 //! The cost of an evaluated request decision, for instruction counts
 //! (README, "Keeping policies fast"). Decides N calls whose inputs differ on
-//! every call (body size, a header, PII counts) against the embedded default
-//! policies, with the decision cache off, as the proxy's hot path does it:
-//! destination from the revision's cache, request document built per call,
-//! `decide_request_at`.
+//! every call (body size, a header, and the declared retention, which the
+//! policies read) against the embedded default policies, as the proxy's hot
+//! path does it: destination from the revision's cache, request document
+//! built per call, `decide_request_at`, each call missing the decision cache
+//! (a third argument `uncached` turns the cache off, as before 2026-12-06).
 //!
 //! ```text
 //! cargo build --profile profiling --example eval_profile
@@ -59,16 +60,28 @@ fn main() {
         Some(dir) => PolicyFiles::read_dir(std::path::Path::new(&dir)).expect("policy directory"),
         None => PolicyFiles::embedded(),
     };
+    let cached = args.next().as_deref() != Some("uncached");
     let snapshot = load::compile(&files, &context, "profile".into(), "profile".into())
-        .expect("default policies compile")
-        .without_decision_cache();
+        .expect("default policies compile");
+    let snapshot = if cached {
+        snapshot
+    } else {
+        snapshot.without_decision_cache()
+    };
     let source = ecluse::policy::rego::to_value(&SourceDoc::default()).expect("source");
     let authority = Authority::new("api.openai.com", 443);
     let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
     let call = ecluse::llm::parse_request(Some("openai"), "POST", "/v1/chat/completions", body);
 
     let data_for = |i: usize| -> DataDoc {
-        let mut data = DataDoc::default();
+        // Longer than OpenAI's 30 days, so that it never refuses, and
+        // different on every call, so that no decision is remembered.
+        let days = 31 + i as u64;
+        let mut data = DataDoc {
+            retention: Some(format!("{days}d")),
+            retention_max_seconds: Some(days * 86_400),
+            ..DataDoc::default()
+        };
         match scenario.as_str() {
             "allowed" => data.classification = Some("internal".into()),
             "reroute" => {

@@ -868,40 +868,68 @@ fn main() {
     print_rows(&rows);
 }
 
-/// The allocator entry points counted: glibc's, which ecluse uses (the
-/// process's own libc, found in its memory map).
-const ALLOCATOR_CALLS: [&str; 3] = ["malloc", "calloc", "realloc"];
-
-/// Allocation calls ecluse makes per call while `load` runs, counted by
-/// perf through uprobes on its allocator. A uprobe traps on every call, so
-/// this run's times mean nothing; `None` when perf cannot probe (not root,
-/// no perf), with the reason on stderr.
-fn allocations_per_call(pid: u32, load: impl FnOnce() -> u64) -> Option<f64> {
+/// Where the proxy's allocations enter its allocator: mimalloc's entry
+/// points when the binary links it (Rust's global allocator calls the
+/// aligned ones), glibc's otherwise (the process's own libc, from its
+/// memory map). Each is probed under the `ecluse_alloc` group.
+fn allocator_entry_points(pid: u32) -> Option<(String, [&'static str; 3])> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let exe = exe.to_string_lossy().to_string();
+    let functions = Command::new("perf")
+        .args(["probe", "-x", &exe, "--funcs=mi_*"])
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&functions.stdout)
+        .lines()
+        .any(|f| f == "mi_malloc_aligned")
+    {
+        return Some((
+            exe,
+            [
+                "mi_malloc_aligned",
+                "mi_zalloc_aligned",
+                "mi_realloc_aligned",
+            ],
+        ));
+    }
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     let libc = maps
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .find(|path| path.contains("/libc.so"))?
         .to_string();
-    let listed = Command::new("perf").args(["probe", "-l"]).output().ok()?;
-    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
-    for call in ALLOCATOR_CALLS {
-        if !listed.contains(&format!("probe_libc:{call} ")) {
-            let added = Command::new("perf")
-                .args(["probe", "-q", "-x", &libc, "--add", call])
-                .status();
-            if !matches!(added, Ok(s) if s.success()) {
-                eprintln!("  (perf cannot probe {call} in {libc}: allocations not counted)");
-                return None;
-            }
+    Some((libc, ["malloc", "calloc", "realloc"]))
+}
+
+/// Allocation calls ecluse makes per call while `load` runs, counted by
+/// perf through uprobes on its allocator. A uprobe traps on every call, so
+/// this run's times mean nothing; `None` when perf cannot probe (not root,
+/// no perf), with the reason on stderr.
+fn allocations_per_call(pid: u32, load: impl FnOnce() -> u64) -> Option<f64> {
+    let Some((object, functions)) = allocator_entry_points(pid) else {
+        eprintln!("  (perf cannot read the proxy's allocator: allocations not counted)");
+        return None;
+    };
+    // The probes of an earlier run may point into another build.
+    let _ = Command::new("perf")
+        .args(["probe", "-q", "-d", "ecluse_alloc:*"])
+        .stderr(Stdio::null())
+        .status();
+    let mut events = Vec::new();
+    for (i, function) in functions.iter().enumerate() {
+        let event = format!("ecluse_alloc:call{i}");
+        let added = Command::new("perf")
+            .args(["probe", "-q", "-x", &object, "--add"])
+            .arg(format!("{event}={function}"))
+            .status();
+        if !matches!(added, Ok(s) if s.success()) {
+            eprintln!("  (perf cannot probe {function} in {object}: allocations not counted)");
+            return None;
         }
+        events.push(event);
     }
     let dir = tempfile::tempdir().ok()?;
     let out = dir.path().join("perf-stat.csv");
-    let events: Vec<String> = ALLOCATOR_CALLS
-        .iter()
-        .map(|c| format!("probe_libc:{c}"))
-        .collect();
     let mut perf = Command::new("perf")
         .args([
             "stat",
@@ -926,7 +954,7 @@ fn allocations_per_call(pid: u32, load: impl FnOnce() -> u64) -> Option<f64> {
     let text = std::fs::read_to_string(&out).ok()?;
     let calls: f64 = text
         .lines()
-        .filter(|l| l.contains("probe_libc:"))
+        .filter(|l| l.contains("ecluse_alloc:"))
         .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
         .sum();
     (requests > 0).then(|| calls / requests as f64)

@@ -185,8 +185,16 @@ pub fn is_credential_header(name: &str) -> bool {
         "x-amz-security-token",
     ];
     const FRAGMENTS: &[&str] = &["token", "secret", "password", "api-key", "apikey", "auth"];
-    let name = name.to_ascii_lowercase();
-    EXACT.contains(&name.as_str()) || FRAGMENTS.iter().any(|f| name.contains(f))
+    // Asked for every header of every call: compared without building a
+    // lowercase copy of the name.
+    let name = name.as_bytes();
+    EXACT
+        .iter()
+        .any(|e| name.eq_ignore_ascii_case(e.as_bytes()))
+        || FRAGMENTS.iter().any(|f| {
+            name.windows(f.len())
+                .any(|w| w.eq_ignore_ascii_case(f.as_bytes()))
+        })
 }
 
 /// The request part: method, path, what the body says, credential-free headers.
@@ -366,6 +374,43 @@ mod tests {
         assert!(!json.contains("org-x"), "{json}");
         assert_eq!(doc.headers["content-type"], "application/json");
         assert_eq!(doc.headers["x-data-classification"], "personal");
+    }
+
+    #[test]
+    fn credential_headers_are_named_in_any_case() {
+        let credentials = [
+            "authorization",
+            "Proxy-Authorization",
+            "COOKIE",
+            "set-cookie",
+            "Api-Key",
+            "x-goog-api-key",
+            "openai-project",
+            "X-Amz-Security-Token",
+            "x-auth",
+            "Auth",
+            "x-session-TOKEN",
+            "client_secret",
+            "db-password",
+            "x-apikey",
+            "my-api-key-2",
+        ];
+        for name in credentials {
+            assert!(is_credential_header(name), "{name}");
+        }
+        let others = [
+            "content-type",
+            "x-data-classification",
+            "accept",
+            "user-agent",
+            "x-request-id",
+            "",
+            "aut",
+            "tok-en",
+        ];
+        for name in others {
+            assert!(!is_credential_header(name), "{name}");
+        }
     }
 
     fn through_json<T: Serialize>(doc: &T) -> regorus::Value {

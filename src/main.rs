@@ -2,9 +2,9 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 /// The policy interpreter and the HTTP stack allocate many small objects
-/// per call; mimalloc serves them faster than the system allocator, at a
-/// cost in resident memory (see Performance in the README).
-#[cfg(feature = "mimalloc")]
+/// per call on several worker threads: mimalloc serves them with about a
+/// quarter less CPU per call than glibc's malloc under load, for ~3 MiB more
+/// at rest and ~2.5 KiB more per idle connection (README, Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

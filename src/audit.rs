@@ -61,7 +61,8 @@ pub struct AuditRecord {
     /// The decision document the policy returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Box<serde_json::value::RawValue>>,
-    /// Set by the writer: this record's place in the file's chain.
+    /// This record's place in the file's chain: written by the writer as
+    /// the last field (see [`chained`]); a value set by a caller is ignored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<Chain>,
 }
@@ -81,8 +82,27 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// The chain hash of one line (without its newline).
 pub fn line_hash(line: &[u8]) -> String {
+    use std::fmt::Write as _;
     let digest = ring::digest::digest(&ring::digest::SHA256, line);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// A record serialised without its chain, with `chain` appended as its last
+/// field: the bytes serde writes for the record with `chain` set, which is
+/// declared last. `None` if `record` is not a JSON object.
+fn chained(mut record: Vec<u8>, chain: &Chain) -> Option<Vec<u8>> {
+    if record.pop() != Some(b'}') {
+        return None;
+    }
+    // Every record has fields before its chain (`time` first).
+    record.extend_from_slice(b",\"chain\":");
+    serde_json::to_writer(&mut record, chain).ok()?;
+    record.push(b'}');
+    Some(record)
 }
 
 /// Where the chain of an existing file stands, so that a restart appending
@@ -119,7 +139,8 @@ pub struct AuditDestination {
 }
 
 pub struct AuditLog {
-    sender: Mutex<Option<mpsc::Sender<AuditRecord>>>,
+    /// Records serialised without their chain (see [`AuditLog::record`]).
+    sender: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Shared with the writer: records waiting, and whether writing fails.
     state: Arc<WriterState>,
@@ -190,7 +211,7 @@ impl AuditLog {
             }
             None => (Box::new(std::io::stdout()), (0, GENESIS.to_string())),
         };
-        let (sender, receiver) = mpsc::channel::<AuditRecord>();
+        let (sender, receiver) = mpsc::channel::<Vec<u8>>();
         let state = Arc::new(WriterState::default());
         let writer_state = state.clone();
         let writer = std::thread::Builder::new()
@@ -211,12 +232,26 @@ impl AuditLog {
     /// Queues a record. Full under `on_full: drop`, it is dropped and
     /// counted; under `block`, callers wait for [`AuditLog::room`] first, so
     /// the queue overshoots its capacity by at most the calls in flight.
-    pub fn record(&self, record: AuditRecord) {
+    ///
+    /// The record is serialised here, on the caller's thread, and the writer
+    /// gets one buffer: freeing the record's many strings on the writer's
+    /// thread took the caller's allocator arena lock for each of them, and
+    /// under load that contention cost futex calls on both sides.
+    pub fn record(&self, mut record: AuditRecord) {
         let full = self.state.queued.load(Ordering::Relaxed) >= self.limits.capacity;
         if full && self.limits.on_full == OnFull::Drop {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        record.chain = None;
+        let line = match serde_json::to_vec(&record) {
+            Ok(line) => line,
+            Err(e) => {
+                log::error!("audit record could not be serialised: {e}");
+                return;
+            }
+        };
+        drop(record);
         if let Some(sender) = self
             .sender
             .lock()
@@ -224,7 +259,7 @@ impl AuditLog {
             .as_ref()
         {
             self.state.queued.fetch_add(1, Ordering::Relaxed);
-            if sender.send(record).is_err() {
+            if sender.send(line).is_err() {
                 self.state.queued.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -283,7 +318,7 @@ impl AuditLog {
 }
 
 fn write_loop(
-    receiver: mpsc::Receiver<AuditRecord>,
+    receiver: mpsc::Receiver<Vec<u8>>,
     out: Box<dyn Write + Send>,
     (seq, prev): (u64, String),
     state: Arc<WriterState>,
@@ -321,15 +356,15 @@ impl<W: Write> Records<W> {
     }
 }
 
-impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
-    fn message(&mut self, mut record: AuditRecord) {
+impl<W: Write> crate::polling::Writer<Vec<u8>> for Records<W> {
+    fn message(&mut self, record: Vec<u8>) {
         self.state.queued.fetch_sub(1, Ordering::Relaxed);
-        record.chain = Some(Chain {
+        let chain = Chain {
             seq: self.seq,
             prev: std::mem::take(&mut self.prev),
-        });
-        match serde_json::to_vec(&record) {
-            Ok(mut line) => {
+        };
+        match chained(record, &chain) {
+            Some(mut line) => {
                 self.prev = line_hash(&line);
                 self.seq += 1;
                 line.push(b'\n');
@@ -338,10 +373,10 @@ impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
                     self.outcome(written);
                 }
             }
-            Err(e) => {
+            None => {
                 // Keep the chain where it was: nothing was written.
-                self.prev = record.chain.take().map(|c| c.prev).unwrap_or_default();
-                log::error!("audit record could not be serialised: {e}");
+                self.prev = chain.prev;
+                log::error!("audit record could not be serialised: not a JSON object");
             }
         }
     }
@@ -455,6 +490,29 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(raw[3]).unwrap();
         assert_eq!(last["chain"]["seq"], 3);
         assert_eq!(last["chain"]["prev"], line_hash(raw[2].as_bytes()));
+    }
+
+    #[test]
+    fn a_chained_line_is_what_serde_writes_for_the_record_with_its_chain() {
+        let text = r#"{"decision_id":"d1","stage":"request","revision":"r","rule":"x","reason":"","action":"allow","enforced":true,"destination":{"host":"h","port":443}}"#;
+        let mut record = serde_json::from_str::<RecordFixture>(text).unwrap().0;
+        record.input =
+            Some(serde_json::value::RawValue::from_string(r#"{"a":"}"}"#.into()).unwrap());
+        let chain = Chain {
+            seq: 7,
+            prev: line_hash(b"previous"),
+        };
+        let without = serde_json::to_vec(&record).unwrap();
+        record.chain = Some(chain.clone());
+        let with = serde_json::to_vec(&record).unwrap();
+        assert_eq!(chained(without, &chain).unwrap(), with);
+        assert_eq!(chained(b"[1]".to_vec(), &chain), None);
+        assert_eq!(chained(Vec::new(), &chain), None);
+        // The hash is lowercase hex of SHA-256.
+        assert_eq!(
+            line_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     /// A record rebuilt from a written line, for tests.

@@ -91,18 +91,25 @@ pub fn line_hash(line: &[u8]) -> String {
     hex
 }
 
-/// A record serialised without its chain, with `chain` appended as its last
-/// field: the bytes serde writes for the record with `chain` set, which is
-/// declared last. `None` if `record` is not a JSON object.
-fn chained(mut record: Vec<u8>, chain: &Chain) -> Option<Vec<u8>> {
-    if record.pop() != Some(b'}') {
-        return None;
+/// Appends `chain` to a record serialised without it, as its last field:
+/// the bytes serde writes for the record with `chain` set, which is
+/// declared last. False (and `record` left as it was) if `record` is not a
+/// JSON object.
+fn chain_into(record: &mut Vec<u8>, chain: &Chain) -> bool {
+    if record.last() != Some(&b'}') {
+        return false;
     }
+    let end = record.len() - 1;
+    record.truncate(end);
     // Every record has fields before its chain (`time` first).
     record.extend_from_slice(b",\"chain\":");
-    serde_json::to_writer(&mut record, chain).ok()?;
+    if serde_json::to_writer(&mut *record, chain).is_err() {
+        record.truncate(end);
+        record.push(b'}');
+        return false;
+    }
     record.push(b'}');
-    Some(record)
+    true
 }
 
 /// Where the chain of an existing file stands, so that a restart appending
@@ -174,6 +181,43 @@ struct WriterState {
     queued: AtomicUsize,
     /// The last write or flush error, cleared by the next success.
     failing: Mutex<Option<String>>,
+    /// Line buffers the writer is done with, for the next records. A
+    /// buffer freed on the writer's thread would take the allocator lock
+    /// of the thread that allocated it; pooled, it is never freed.
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept in [`WriterState::spare`]: enough for the records of the
+/// calls in flight on a busy sidecar, a few KiB each.
+const SPARE_BUFFERS: usize = 64;
+
+/// A buffer grown larger than this (a record with a large policy input) is
+/// freed rather than kept.
+const SPARE_CAPACITY: usize = 16 * 1024;
+
+/// Room for the chain the writer appends (`,"chain":{"seq":…,"prev":"…"}}`),
+/// reserved by the caller so that the writer does not grow the buffer.
+const CHAIN_ROOM: usize = 128;
+
+impl WriterState {
+    fn spare_buffer(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        buffer.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
+        }
+    }
 }
 
 impl AuditLog {
@@ -233,10 +277,10 @@ impl AuditLog {
     /// counted; under `block`, callers wait for [`AuditLog::room`] first, so
     /// the queue overshoots its capacity by at most the calls in flight.
     ///
-    /// The record is serialised here, on the caller's thread, and the writer
-    /// gets one buffer: freeing the record's many strings on the writer's
-    /// thread took the caller's allocator arena lock for each of them, and
-    /// under load that contention cost futex calls on both sides.
+    /// The record is serialised here, on the caller's thread, into a pooled
+    /// buffer the writer gives back: freeing the record's many strings on
+    /// the writer's thread took the caller's allocator arena lock for each,
+    /// and under load that contention cost futex calls on both sides.
     pub fn record(&self, mut record: AuditRecord) {
         let full = self.state.queued.load(Ordering::Relaxed) >= self.limits.capacity;
         if full && self.limits.on_full == OnFull::Drop {
@@ -244,13 +288,12 @@ impl AuditLog {
             return;
         }
         record.chain = None;
-        let line = match serde_json::to_vec(&record) {
-            Ok(line) => line,
-            Err(e) => {
-                log::error!("audit record could not be serialised: {e}");
-                return;
-            }
-        };
+        let mut line = self.state.spare_buffer();
+        if let Err(e) = serde_json::to_writer(&mut line, &record) {
+            log::error!("audit record could not be serialised: {e}");
+            return;
+        }
+        line.reserve(CHAIN_ROOM);
         drop(record);
         if let Some(sender) = self
             .sender
@@ -357,28 +400,26 @@ impl<W: Write> Records<W> {
 }
 
 impl<W: Write> crate::polling::Writer<Vec<u8>> for Records<W> {
-    fn message(&mut self, record: Vec<u8>) {
+    fn message(&mut self, mut line: Vec<u8>) {
         self.state.queued.fetch_sub(1, Ordering::Relaxed);
         let chain = Chain {
             seq: self.seq,
             prev: std::mem::take(&mut self.prev),
         };
-        match chained(record, &chain) {
-            Some(mut line) => {
-                self.prev = line_hash(&line);
-                self.seq += 1;
-                line.push(b'\n');
-                let written = self.out.write_all(&line);
-                if written.is_err() {
-                    self.outcome(written);
-                }
+        if chain_into(&mut line, &chain) {
+            self.prev = line_hash(&line);
+            self.seq += 1;
+            line.push(b'\n');
+            let written = self.out.write_all(&line);
+            if written.is_err() {
+                self.outcome(written);
             }
-            None => {
-                // Keep the chain where it was: nothing was written.
-                self.prev = chain.prev;
-                log::error!("audit record could not be serialised: not a JSON object");
-            }
+        } else {
+            // Keep the chain where it was: nothing was written.
+            self.prev = chain.prev;
+            log::error!("audit record could not be serialised: not a JSON object");
         }
+        self.state.give_back(line);
     }
 
     fn end_of_pass(&mut self, received: bool) -> bool {
@@ -459,6 +500,10 @@ mod tests {
             });
         }
         log.close();
+        assert!(
+            !log.state.spare.lock().unwrap().is_empty(),
+            "line buffers go back to the pool"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -502,12 +547,16 @@ mod tests {
             seq: 7,
             prev: line_hash(b"previous"),
         };
-        let without = serde_json::to_vec(&record).unwrap();
+        let mut line = serde_json::to_vec(&record).unwrap();
         record.chain = Some(chain.clone());
         let with = serde_json::to_vec(&record).unwrap();
-        assert_eq!(chained(without, &chain).unwrap(), with);
-        assert_eq!(chained(b"[1]".to_vec(), &chain), None);
-        assert_eq!(chained(Vec::new(), &chain), None);
+        assert!(chain_into(&mut line, &chain));
+        assert_eq!(line, with);
+        for not_an_object in [&b"[1]"[..], b""] {
+            let mut line = not_an_object.to_vec();
+            assert!(!chain_into(&mut line, &chain));
+            assert_eq!(line, not_an_object);
+        }
         // The hash is lowercase hex of SHA-256.
         assert_eq!(
             line_hash(b"abc"),

@@ -61,7 +61,8 @@ pub struct AuditRecord {
     /// The decision document the policy returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Box<serde_json::value::RawValue>>,
-    /// Set by the writer: this record's place in the file's chain.
+    /// This record's place in the file's chain: written by the writer as
+    /// the last field (see [`chained`]); a value set by a caller is ignored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<Chain>,
 }
@@ -89,6 +90,27 @@ pub fn line_hash(line: &[u8]) -> String {
         hex.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     hex
+}
+
+/// Appends `chain` to a record serialised without it, as its last field:
+/// the bytes serde writes for the record with `chain` set, which is
+/// declared last. False (and `record` left as it was) if `record` is not a
+/// JSON object.
+fn chain_into(record: &mut Vec<u8>, chain: &Chain) -> bool {
+    if record.last() != Some(&b'}') {
+        return false;
+    }
+    let end = record.len() - 1;
+    record.truncate(end);
+    // Every record has fields before its chain (`time` first).
+    record.extend_from_slice(b",\"chain\":");
+    if serde_json::to_writer(&mut *record, chain).is_err() {
+        record.truncate(end);
+        record.push(b'}');
+        return false;
+    }
+    record.push(b'}');
+    true
 }
 
 /// Where the chain of an existing file stands, so that a restart appending
@@ -125,7 +147,8 @@ pub struct AuditDestination {
 }
 
 pub struct AuditLog {
-    sender: Mutex<Option<mpsc::Sender<AuditRecord>>>,
+    /// Records serialised without their chain (see [`AuditLog::record`]).
+    sender: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Shared with the writer: records waiting, and whether writing fails.
     state: Arc<WriterState>,
@@ -159,6 +182,43 @@ struct WriterState {
     queued: AtomicUsize,
     /// The last write or flush error, cleared by the next success.
     failing: Mutex<Option<String>>,
+    /// Line buffers the writer is done with, for the next records. A
+    /// buffer freed on the writer's thread would take the allocator lock
+    /// of the thread that allocated it; pooled, it is never freed.
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept in [`WriterState::spare`]: enough for the records of the
+/// calls in flight on a busy sidecar, a few KiB each.
+const SPARE_BUFFERS: usize = 64;
+
+/// A buffer grown larger than this (a record with a large policy input) is
+/// freed rather than kept.
+const SPARE_CAPACITY: usize = 16 * 1024;
+
+/// Room for the chain the writer appends (`,"chain":{"seq":…,"prev":"…"}}`),
+/// reserved by the caller so that the writer does not grow the buffer.
+const CHAIN_ROOM: usize = 128;
+
+impl WriterState {
+    fn spare_buffer(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        buffer.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
+        }
+    }
 }
 
 impl AuditLog {
@@ -196,7 +256,7 @@ impl AuditLog {
             }
             None => (Box::new(std::io::stdout()), (0, GENESIS.to_string())),
         };
-        let (sender, receiver) = mpsc::channel::<AuditRecord>();
+        let (sender, receiver) = mpsc::channel::<Vec<u8>>();
         let state = Arc::new(WriterState::default());
         let writer_state = state.clone();
         let writer = std::thread::Builder::new()
@@ -217,12 +277,25 @@ impl AuditLog {
     /// Queues a record. Full under `on_full: drop`, it is dropped and
     /// counted; under `block`, callers wait for [`AuditLog::room`] first, so
     /// the queue overshoots its capacity by at most the calls in flight.
-    pub fn record(&self, record: AuditRecord) {
+    ///
+    /// The record is serialised here, on the caller's thread, into a pooled
+    /// buffer the writer gives back: freeing the record's many strings on
+    /// the writer's thread took the caller's allocator arena lock for each,
+    /// and under load that contention cost futex calls on both sides.
+    pub fn record(&self, mut record: AuditRecord) {
         let full = self.state.queued.load(Ordering::Relaxed) >= self.limits.capacity;
         if full && self.limits.on_full == OnFull::Drop {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        record.chain = None;
+        let mut line = self.state.spare_buffer();
+        if let Err(e) = serde_json::to_writer(&mut line, &record) {
+            log::error!("audit record could not be serialised: {e}");
+            return;
+        }
+        line.reserve(CHAIN_ROOM);
+        drop(record);
         if let Some(sender) = self
             .sender
             .lock()
@@ -230,7 +303,7 @@ impl AuditLog {
             .as_ref()
         {
             self.state.queued.fetch_add(1, Ordering::Relaxed);
-            if sender.send(record).is_err() {
+            if sender.send(line).is_err() {
                 self.state.queued.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -289,7 +362,7 @@ impl AuditLog {
 }
 
 fn write_loop(
-    receiver: mpsc::Receiver<AuditRecord>,
+    receiver: mpsc::Receiver<Vec<u8>>,
     out: Box<dyn Write + Send>,
     (seq, prev): (u64, String),
     state: Arc<WriterState>,
@@ -327,29 +400,27 @@ impl<W: Write> Records<W> {
     }
 }
 
-impl<W: Write> crate::polling::Writer<AuditRecord> for Records<W> {
-    fn message(&mut self, mut record: AuditRecord) {
+impl<W: Write> crate::polling::Writer<Vec<u8>> for Records<W> {
+    fn message(&mut self, mut line: Vec<u8>) {
         self.state.queued.fetch_sub(1, Ordering::Relaxed);
-        record.chain = Some(Chain {
+        let chain = Chain {
             seq: self.seq,
             prev: std::mem::take(&mut self.prev),
-        });
-        match serde_json::to_vec(&record) {
-            Ok(mut line) => {
-                self.prev = line_hash(&line);
-                self.seq += 1;
-                line.push(b'\n');
-                let written = self.out.write_all(&line);
-                if written.is_err() {
-                    self.outcome(written);
-                }
+        };
+        if chain_into(&mut line, &chain) {
+            self.prev = line_hash(&line);
+            self.seq += 1;
+            line.push(b'\n');
+            let written = self.out.write_all(&line);
+            if written.is_err() {
+                self.outcome(written);
             }
-            Err(e) => {
-                // Keep the chain where it was: nothing was written.
-                self.prev = record.chain.take().map(|c| c.prev).unwrap_or_default();
-                log::error!("audit record could not be serialised: {e}");
-            }
+        } else {
+            // Keep the chain where it was: nothing was written.
+            self.prev = chain.prev;
+            log::error!("audit record could not be serialised: not a JSON object");
         }
+        self.state.give_back(line);
     }
 
     fn end_of_pass(&mut self, received: bool) -> bool {
@@ -443,6 +514,10 @@ mod tests {
             });
         }
         log.close();
+        assert!(
+            !log.state.spare.lock().unwrap().is_empty(),
+            "line buffers go back to the pool"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
@@ -474,6 +549,33 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(raw[3]).unwrap();
         assert_eq!(last["chain"]["seq"], 3);
         assert_eq!(last["chain"]["prev"], line_hash(raw[2].as_bytes()));
+    }
+
+    #[test]
+    fn a_chained_line_is_what_serde_writes_for_the_record_with_its_chain() {
+        let text = r#"{"decision_id":"d1","stage":"request","revision":"r","rule":"x","reason":"","action":"allow","enforced":true,"destination":{"host":"h","port":443}}"#;
+        let mut record = serde_json::from_str::<RecordFixture>(text).unwrap().0;
+        record.input =
+            Some(serde_json::value::RawValue::from_string(r#"{"a":"}"}"#.into()).unwrap());
+        let chain = Chain {
+            seq: 7,
+            prev: line_hash(b"previous"),
+        };
+        let mut line = serde_json::to_vec(&record).unwrap();
+        record.chain = Some(chain.clone());
+        let with = serde_json::to_vec(&record).unwrap();
+        assert!(chain_into(&mut line, &chain));
+        assert_eq!(line, with);
+        for not_an_object in [&b"[1]"[..], b""] {
+            let mut line = not_an_object.to_vec();
+            assert!(!chain_into(&mut line, &chain));
+            assert_eq!(line, not_an_object);
+        }
+        // The hash is lowercase hex of SHA-256.
+        assert_eq!(
+            line_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     /// A record rebuilt from a written line, for tests.

@@ -7,13 +7,20 @@
 //! is parsed (`early_request_filter`) and rearms it when the request is over
 //! (`logging`). Past the deadline reads fail, and the 408 is written when
 //! pingora closes the connection.
+//!
+//! The same wrapper joins a response head to the body that follows it:
+//! pingora writes the head, then each body chunk, and flushes after the
+//! chunk. Written as they come, head and first chunk are two TLS records, and
+//! two socket writes once the chunk outgrows the 1460-byte buffer under TLS.
+//! Held until the next write or flush, they go to rustls as one write: one
+//! record, one socket write.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -112,7 +119,17 @@ pub struct ClockedStream<S> {
     timed_out: bool,
     /// A byte read by [`Peek::try_peek`], handed out by the next read.
     peeked: Option<u8>,
+    /// A small write (a response head) held back to go out with the next
+    /// write, or at the next flush: see [`HOLD_MAX`].
+    held: Vec<u8>,
 }
+
+/// Largest write held back to join the next one. Response heads are far
+/// smaller; a larger write goes out as it comes.
+const HOLD_MAX: usize = 8 * 1024;
+
+/// Slices passed to one vectored write: the held bytes and what is written.
+const JOINED_SLICES: usize = 8;
 
 impl<S> ClockedStream<S> {
     pub fn new(inner: S, clock: Arc<HeadClock>) -> ClockedStream<S> {
@@ -123,6 +140,7 @@ impl<S> ClockedStream<S> {
             reply: None,
             timed_out: false,
             peeked: None,
+            held: Vec::new(),
         }
     }
 
@@ -209,13 +227,85 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClockedStream<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> ClockedStream<S> {
+    /// Bytes `n` of a write that also carried the held ones were accepted:
+    /// how many of them were the new write's.
+    fn consume_held(&mut self, n: usize) -> usize {
+        let held = self.held.len();
+        if n < held {
+            self.held.drain(..n);
+            return 0;
+        }
+        // Freed, not kept: an idle kept-alive connection holds nothing for
+        // it (kept, it cost ~0.5 KiB per idle connection; a head's
+        // allocation per response costs next to nothing).
+        self.held = Vec::new();
+        n - held
+    }
+
+    /// Writes the held bytes and `bufs` in one write to the stream beneath.
+    /// Ready with how many of `bufs`' bytes went, once all held ones did.
+    fn poll_write_joined(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        while !self.held.is_empty() {
+            let mut slices = [io::IoSlice::new(&[]); JOINED_SLICES];
+            slices[0] = io::IoSlice::new(&self.held);
+            let mut count = 1;
+            for buf in bufs.iter().filter(|b| !b.is_empty()) {
+                if count == JOINED_SLICES {
+                    break;
+                }
+                slices[count] = io::IoSlice::new(buf);
+                count += 1;
+            }
+            let n = match Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            let ours = self.consume_held(n);
+            if ours > 0 {
+                return Poll::Ready(Ok(ours));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    /// Writes out what is held.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            let n = match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.consume_held(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
+    /// Holds a small write while nothing is held: what a writer flushes
+    /// after is on its way at the flush, as with the buffered stream beneath.
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.held.is_empty() && buf.len() <= HOLD_MAX {
+            this.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        this.poll_write_joined(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -223,7 +313,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if this.held.is_empty() && total <= HOLD_MAX {
+            for buf in bufs {
+                this.held.extend_from_slice(buf);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        this.poll_write_joined(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -231,11 +332,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_release(cx))?;
         // Best effort: a client that does not read its 408 still gets closed.
         while let Some(reply) = this.reply.as_mut() {
             match Pin::new(&mut this.inner).poll_write(cx, reply) {
@@ -413,6 +517,124 @@ mod tests {
         client.write_all(b"P").await.unwrap();
         assert!(stream.try_peek(&mut peeked).await.unwrap());
         assert_eq!(peeked[0], b'P');
+    }
+
+    /// Records each write that reaches it as one entry; accepts at most
+    /// `limit` bytes per write.
+    #[derive(Default)]
+    struct Writes {
+        writes: Vec<Vec<u8>>,
+        flushes: usize,
+        limit: Option<usize>,
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut write: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            write.truncate(self.limit.unwrap_or(usize::MAX));
+            let n = write.len();
+            self.writes.push(write);
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn clocked(limit: Option<usize>) -> ClockedStream<Writes> {
+        let clock = Arc::new(HeadClock::new(Duration::from_secs(10)));
+        ClockedStream::new(
+            Writes {
+                limit,
+                ..Writes::default()
+            },
+            clock,
+        )
+    }
+
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 20000\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_head_goes_out_with_the_first_body_chunk_in_one_write() {
+        use tokio::io::AsyncWriteExt;
+        let body = vec![b'x'; 20_000];
+        let mut stream = clocked(None);
+        stream.write_all(HEAD).await.unwrap();
+        assert!(stream.inner.writes.is_empty(), "the head waits");
+        stream.write_all(&body).await.unwrap();
+        stream.flush().await.unwrap();
+        assert_eq!(stream.inner.writes, vec![[HEAD, &body].concat()]);
+        assert_eq!(stream.inner.flushes, 1);
+
+        // Chunked: the size line, the data and its CRLF come as one
+        // vectored write; all of it joins the head.
+        let mut chunked = clocked(None);
+        chunked.write_all(HEAD).await.unwrap();
+        let mut chunk =
+            bytes::Buf::chain(bytes::Buf::chain(&b"4E20\r\n"[..], &body[..]), &b"\r\n"[..]);
+        chunked.write_all_buf(&mut chunk).await.unwrap();
+        chunked.flush().await.unwrap();
+        assert_eq!(
+            chunked.inner.writes,
+            vec![[HEAD, b"4E20\r\n", &body, b"\r\n"].concat()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flush_or_shutdown_sends_what_is_held_and_large_writes_pass() {
+        use tokio::io::AsyncWriteExt;
+        // A head without a body (pingora flushes it).
+        let mut stream = clocked(None);
+        stream.write_all(HEAD).await.unwrap();
+        stream.flush().await.unwrap();
+        assert_eq!(stream.inner.writes, vec![HEAD.to_vec()]);
+        // Later bytes are not held behind earlier ones: a second small
+        // write goes out at once with the first.
+        stream.write_all(b"a").await.unwrap();
+        stream.write_all(b"b").await.unwrap();
+        assert_eq!(stream.inner.writes.last().unwrap(), b"ab");
+        // A large write with nothing held is not copied.
+        let large = vec![b'y'; HOLD_MAX + 1];
+        stream.write_all(&large).await.unwrap();
+        assert_eq!(stream.inner.writes.last().unwrap(), &large);
+        stream.write_all(b"tail").await.unwrap();
+        stream.shutdown().await.unwrap();
+        assert_eq!(stream.inner.writes.last().unwrap(), b"tail");
+        assert!(stream.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn short_writes_beneath_lose_and_reorder_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        for limit in [1, 7, HEAD.len() - 1, HEAD.len(), HEAD.len() + 1, 4096] {
+            let mut stream = clocked(Some(limit));
+            stream.write_all(HEAD).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+            stream.write_all(b"end").await.unwrap();
+            stream.flush().await.unwrap();
+            let sent = stream.inner.writes.concat();
+            assert_eq!(sent, [HEAD, &body, b"end"].concat(), "limit {limit}");
+            assert!(stream.inner.writes.iter().all(|w| !w.is_empty()));
+        }
     }
 
     #[tokio::test]

@@ -507,16 +507,20 @@ fn writes_whole(header: &RequestHeader) -> bool {
 /// response exactly as if pingora had written the request: the head carries
 /// `Content-Length` and no `Connection` header, so nothing it would read from
 /// the written request differs.
+///
+/// Head and body go to the stream as one vectored write: rustls seals them
+/// into the same records, and the body is not first copied behind the head.
 async fn send_whole_request(
     h1: HttpV1Session,
     header: &RequestHeader,
     body: &[u8],
     peer: &HttpPeer,
 ) -> pingora_error::Result<HttpV1Session> {
-    let wire = request_wire(header, body)?;
+    let head = request_head(header)?;
+    let mut wire = bytes::Buf::chain(&head[..], body);
     let mut stream = h1.into_inner();
     stream
-        .write_all(&wire)
+        .write_all_buf(&mut wire)
         .await
         .or_err(ErrorType::WriteError, "while writing the request")?;
     stream
@@ -526,16 +530,14 @@ async fn send_whole_request(
     Ok(HttpV1Session::new_with_options(stream, peer))
 }
 
-/// The request's bytes on the wire: head, then body.
-fn request_wire(header: &RequestHeader, body: &[u8]) -> pingora_error::Result<BytesMut> {
-    let mut wire = http_req_header_to_wire(header).ok_or_else(|| {
+/// The request head's bytes on the wire; the body follows them.
+fn request_head(header: &RequestHeader) -> pingora_error::Result<BytesMut> {
+    http_req_header_to_wire(header).ok_or_else(|| {
         Error::explain(
             ErrorType::InvalidHTTPHeader,
             "request line holds a forbidden delimiter or an unsupported HTTP version",
         )
-    })?;
-    wire.extend_from_slice(body);
-    Ok(wire)
+    })
 }
 
 /// pingora's own path: head, then the body as it comes (a streamed body, an
@@ -778,7 +780,8 @@ mod tests {
             remove: &[],
         };
         let out = super::super::outbound::build(&req, &spec).unwrap();
-        let wire = request_wire(&out, body).unwrap();
+        let head = request_head(&out).unwrap();
+        let wire = [&head[..], &body[..]].concat();
         let mut headers = [httparse::EMPTY_HEADER; 8];
         let mut parsed = httparse::Request::new(&mut headers);
         let httparse::Status::Complete(head_len) = parsed.parse(&wire).unwrap() else {

@@ -165,6 +165,23 @@ fn policy_evaluation(c: &mut Criterion) {
         snapshot.decide_request_at(&destination, &request, data, &source)
     };
     let (call, data) = parse_and_scan();
+    // The load harness's `evaluated` call: a small chat without personal
+    // data or a declared classification, a retention of 31 days and up;
+    // the default policies allow it.
+    let allowed_data = ecluse::classify::declared(None, Some(b"45d")).unwrap();
+    let allowed_call = parse_request(
+        Some("openai"),
+        "POST",
+        "/v1/chat/completions",
+        br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Summarise the quarterly roadmap."}]}"#,
+    );
+    c.bench_function("policy_input_and_eval_allowed", |b| {
+        b.iter(|| {
+            let decision = input_and_eval(&allowed_call, &allowed_data);
+            assert_eq!(decision.rule, "egress.allowed", "{}", decision.reason);
+            black_box(decision)
+        })
+    });
     c.bench_function("policy_input_and_eval_default", |b| {
         b.iter(|| black_box(input_and_eval(&call, &data)))
     });

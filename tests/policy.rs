@@ -71,16 +71,27 @@ fn fixture_input(registry: &Registry, fixture: &Value) -> input::RequestInput {
         }
     }
     let api = fixture["api"].as_str().unwrap_or("openai");
+    let operation = match fixture["operation"].as_str().unwrap_or("chat") {
+        "chat" => "chat",
+        "messages" => "messages",
+        "responses" => "responses",
+        "completions" => "completions",
+        "converse" => "converse",
+        other => panic!("fixture operation {other}"),
+    };
+    call_input(destination, data, api, Some(operation))
+}
+
+/// The input of a POST of a recognised call of `api` (a chat with gpt-4o).
+fn call_input(
+    destination: input::DestinationDoc,
+    data: ecluse::classify::DataDoc,
+    api: &str,
+    operation: Option<&'static str>,
+) -> input::RequestInput {
     let call = ecluse::llm::ParsedCall {
         api: Some(api.into()),
-        operation: Some(match fixture["operation"].as_str().unwrap_or("chat") {
-            "chat" => "chat",
-            "messages" => "messages",
-            "responses" => "responses",
-            "completions" => "completions",
-            "converse" => "converse",
-            other => panic!("fixture operation {other}"),
-        }),
+        operation,
         model: Some("gpt-4o".into()),
         ..Default::default()
     };
@@ -586,24 +597,11 @@ fn generated_corpus(registry: &Registry) -> Vec<input::RequestInput> {
                     ));
                 }
                 let (api, operation) = calls[turn % calls.len()];
-                let call = ecluse::llm::ParsedCall {
-                    api: Some(api.into()),
-                    operation: (turn % 7 != 3).then_some(operation),
-                    model: Some("gpt-4o".into()),
-                    ..Default::default()
-                };
-                let request = input::request_doc(
-                    "POST",
-                    "/v1/chat/completions",
-                    std::iter::empty(),
-                    100,
-                    &call,
-                );
-                corpus.push(input::request_input(
+                corpus.push(call_input(
                     destination.clone(),
-                    request,
                     data,
-                    SourceDoc::default(),
+                    api,
+                    (turn % 7 != 3).then_some(operation),
                 ));
             }
         }

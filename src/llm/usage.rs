@@ -12,6 +12,7 @@
 
 mod eventstream;
 mod json_values;
+mod read_fields;
 #[cfg(test)]
 mod tests;
 
@@ -181,8 +182,22 @@ struct Reader {
 }
 
 impl Reader {
+    /// A document as the reader reads it: whole when content is captured;
+    /// otherwise only the fields the reader looks at, the text and the rest
+    /// skipped by the parser instead of built and dropped.
+    fn parse(&self, doc: &[u8]) -> Option<Value> {
+        if self.capture {
+            return serde_json::from_slice(doc).ok();
+        }
+        let mut parser = serde_json::Deserializer::from_slice(doc);
+        let value =
+            serde::de::DeserializeSeed::deserialize(read_fields::Fields, &mut parser).ok()?;
+        parser.end().ok()?;
+        Some(value)
+    }
+
     fn json_doc(&mut self, doc: &[u8]) {
-        if let Ok(v) = serde_json::from_slice::<Value>(doc) {
+        if let Some(v) = self.parse(doc) {
             self.absorb(&v);
         }
     }
@@ -193,7 +208,7 @@ impl Reader {
             self.ended = true;
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+        let Some(v) = self.parse(data.as_bytes()) else {
             return;
         };
         // Cohere and Anthropic name the event in the data too; the SSE name

@@ -343,6 +343,28 @@ fn check(case: &Case, u: &Usage, how: &str) {
     assert_eq!(u.content.as_deref(), case.content, "{name} {how}: content");
 }
 
+/// Without content capture the reader parses only the fields it reads
+/// (`read_fields`): every API's answer must give the same facts.
+#[test]
+fn every_api_reads_the_same_facts_without_content_capture() {
+    for case in cases() {
+        let mut o = ResponseObserver::new(Some(case.content_type));
+        o.feed(&case.body);
+        let ended = o.saw_end();
+        let u = o.finish();
+        let without_content = Case {
+            content: None,
+            ..case
+        };
+        check(&without_content, &u, "without capture");
+        assert!(
+            ended,
+            "{}: the end is seen without capture",
+            without_content.name
+        );
+    }
+}
+
 #[test]
 fn every_api_whole_and_split_anywhere() {
     for case in cases() {

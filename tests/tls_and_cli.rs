@@ -178,18 +178,7 @@ fn ca_bundle_holds_public_roots_and_the_ecluse_ca() {
     )
     .unwrap();
     let bundle = dir.path().join("bundle.pem");
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::sdk::write_ca_bundle(&config, &bundle);
     let text = std::fs::read_to_string(&bundle).unwrap();
     let certs = ecluse::tls::ca::parse_pem_certs(&text).unwrap();
     assert!(

@@ -11,11 +11,17 @@ use super::{ecluse_bin, Proxy};
 /// written next to that config.
 pub fn ca_bundle(proxy: &Proxy) -> PathBuf {
     let bundle = proxy.dir.path().join("bundle.pem");
+    write_ca_bundle(&proxy.dir.path().join("ecluse.yaml"), &bundle);
+    bundle
+}
+
+/// `ecluse ca bundle --config config --out bundle`, which must succeed.
+pub fn write_ca_bundle(config: &std::path::Path, bundle: &std::path::Path) {
     let out = Command::new(ecluse_bin())
         .args(["ca", "bundle", "--config"])
-        .arg(proxy.dir.path().join("ecluse.yaml"))
+        .arg(config)
         .arg("--out")
-        .arg(&bundle)
+        .arg(bundle)
         .output()
         .unwrap();
     assert!(
@@ -23,7 +29,6 @@ pub fn ca_bundle(proxy: &Proxy) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    bundle
 }
 
 /// Runs a Python `script` (with `args`) that calls the official SDKs as an

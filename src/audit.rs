@@ -440,26 +440,88 @@ pub fn new_decision_id() -> String {
 
 /// RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(now.as_nanos() as i128)
+    rfc3339_millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// `since_epoch` in RFC 3339 UTC with milliseconds. Every record is
+/// stamped, so each thread formats the date and time of day once per second
+/// and only the milliseconds per record.
+fn rfc3339_millis(since_epoch: Duration) -> String {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let seconds = since_epoch.as_secs();
+    let millis = since_epoch.subsec_millis();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != seconds {
+            *cached = (seconds, whole_second(seconds));
+        }
+        let mut stamp = String::with_capacity(cached.1.len() + 5);
+        stamp.push_str(&cached.1);
+        stamp.push('.');
+        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+            stamp.push(char::from_digit(digit, 10).unwrap_or('0'));
+        }
+        stamp.push('Z');
+        stamp
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch, UTC.
+fn whole_second(seconds: u64) -> String {
+    let time = i64::try_from(seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         time.year(),
         u8::from(time.month()),
         time.day(),
         time.hour(),
         time.minute(),
         time.second(),
-        time.millisecond()
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_times_are_rfc3339_utc_with_milliseconds() {
+        // Same second twice, back to an earlier second, across a leap day
+        // and a year: the per-second cache never serves a stale prefix.
+        let cases = [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (1_709_164_799, 999, "2024-02-28T23:59:59.999Z"),
+            (1_709_164_800, 7, "2024-02-29T00:00:00.007Z"),
+            (1_709_164_800, 450, "2024-02-29T00:00:00.450Z"),
+            (1_709_164_799, 10, "2024-02-28T23:59:59.010Z"),
+            (1_798_761_599, 123, "2026-12-31T23:59:59.123Z"),
+            (1_798_761_600, 0, "2027-01-01T00:00:00.000Z"),
+            (4_102_444_800, 999, "2100-01-01T00:00:00.999Z"),
+        ];
+        for (seconds, millis, expected) in cases {
+            let at = Duration::from_secs(seconds) + Duration::from_micros(millis * 1000 + 999);
+            assert_eq!(rfc3339_millis(at), expected, "{seconds}.{millis}");
+            let parsed = time::OffsetDateTime::parse(
+                expected,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert_eq!(parsed.unix_timestamp() as u64, seconds);
+        }
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 24, "{now}");
+        assert!(now.ends_with('Z'), "{now}");
+    }
 
     #[test]
     fn chain_hashes_are_sha256_in_lowercase_hex() {

@@ -140,26 +140,36 @@ pub fn check_framing(raw: &[u8]) -> Result<(), ProxyError> {
 
 /// What makes an HTTP/1 head's framing ambiguous, if anything: both
 /// `Content-Length` and `Transfer-Encoding`, differing lengths, or a length
-/// that is not a decimal number. Requests and responses alike.
+/// that is not a decimal number. Requests and responses alike. A bare LF
+/// ends a header line as a CRLF does, because httparse reads it so: a check
+/// that split on CRLF alone would read a whole LF-only head as one line.
+/// Works on the bytes as received: every call's head passes here, and a
+/// lossy UTF-8 copy of it cost more than the check itself.
 pub fn framing_problem(raw: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let mut content_lengths = Vec::new();
+    let mut content_lengths: Vec<&[u8]> = Vec::new();
     let mut transfer_encoding = false;
-    for line in text.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let name = name.trim();
-        let value = value.trim_matches(|c| c == ' ' || c == '\t');
-        if name.eq_ignore_ascii_case("content-length") {
-            for part in value.split(',') {
-                let part = part.trim_matches(|c| c == ' ' || c == '\t');
-                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Some(format!("Content-Length {value:?} is not a decimal number"));
+        let (name, value) = (
+            line[..colon].trim_ascii(),
+            blank_trimmed(&line[colon + 1..]),
+        );
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for part in value.split(|&b| b == b',') {
+                let part = blank_trimmed(part);
+                if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                    return Some(format!(
+                        "Content-Length {:?} is not a decimal number",
+                        String::from_utf8_lossy(value)
+                    ));
                 }
-                content_lengths.push(part.trim_start_matches('0').to_string());
+                let significant = part.iter().position(|&b| b != b'0').unwrap_or(part.len());
+                content_lengths.push(&part[significant..]);
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
         }
     }
@@ -170,6 +180,18 @@ pub fn framing_problem(raw: &[u8]) -> Option<String> {
         return Some("differing Content-Length values".into());
     }
     None
+}
+
+/// `bytes` without leading and trailing spaces and tabs (HTTP's optional
+/// whitespace around a field value).
+fn blank_trimmed(bytes: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
 }
 
 /// SECURITY #11: protocol upgrades (WebSocket, h2c, extended CONNECT) would
@@ -265,10 +287,48 @@ mod tests {
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", false),
             ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false),
             ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true),
+            // Lists and leading zeros name one length; anything else does not.
+            ("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", true),
+            ("POST / HTTP/1.1\r\nContent-Length:\t005 \r\nContent-Length: 5\r\n\r\n", true),
+            ("POST / HTTP/1.1\r\nContent-Length: 5,6\r\n\r\n", false),
+            ("POST / HTTP/1.1\r\nContent-Length: 5,\r\n\r\n", false),
+            ("POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", false),
+            ("POST / HTTP/1.1\r\nContent-Length: 5 5\r\n\r\n", false),
+            ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", false),
+            ("POST / HTTP/1.1\r\ncontent-LENGTH: 5\r\nTRANSFER-encoding: gzip, chunked\r\n\r\n", false),
+            // httparse ends a header line at a bare LF too.
+            ("POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n", false),
+            ("POST / HTTP/1.1\nContent-Length: 5\nContent-Length: 6\n\n", false),
+            ("POST / HTTP/1.1\r\nContent-Length: 5\nTransfer-Encoding: chunked\r\n\r\n", false),
+            ("POST / HTTP/1.1\nContent-Length: 5\nHost: a\n\n", true),
+            // Answers are checked the same way; the first line is not a field.
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", false),
+            ("Content-Length: 5\r\nContent-Length: 6\r\n\r\n", true),
+            ("", true),
         ];
         for (raw, ok) in cases {
             assert_eq!(check_framing(raw.as_bytes()).is_ok(), *ok, "{raw:?}");
         }
+        // Bytes that are not UTF-8 in other fields are no reason to refuse,
+        // and in a length they are refused without a panic.
+        let latin1 = b"POST / HTTP/1.1\r\nX-Name: caf\xe9\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(framing_problem(latin1), None);
+        let bad_length = b"POST / HTTP/1.1\r\nContent-Length: 5\xff\r\n\r\n";
+        assert_eq!(
+            framing_problem(bad_length).as_deref(),
+            Some("Content-Length \"5\u{fffd}\" is not a decimal number")
+        );
+        assert_eq!(
+            framing_problem(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 01\r\nContent-Length: 2\r\n\r\n").as_deref(),
+            Some("differing Content-Length values")
+        );
+        assert_eq!(
+            framing_problem(
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n"
+            )
+            .as_deref(),
+            Some("both Content-Length and Transfer-Encoding are present")
+        );
     }
 
     #[test]

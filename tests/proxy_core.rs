@@ -478,32 +478,42 @@ async fn an_unasked_informational_answer_is_502_and_its_connection_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_with_both_length_and_chunked_framing_is_502_and_never_pooled() {
-    let handler: Handler = Arc::new(|_req: &Recorded| {
-        let head = concat!(
+    // The parser also ends a header line at a bare LF: the same answer with
+    // LF-only line ends is as ambiguous.
+    let heads = [
+        concat!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n",
             "content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
-        raw(
-            format!("{head}{}0\r\n\r\n", chunk("{}")),
-            AfterRaw::KeepAlive,
-        )
-    });
-    let s = setup_raw(handler, "").await;
-    for i in 1..=2 {
-        let (status, text) = send_on_a_new_connection(
-            &s.proxy,
-            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
-        )
-        .await;
-        assert_eq!(status, 502, "{text}\n{}", s.proxy.logs());
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["error"]["code"], "upstream_error", "{text}");
-        assert!(text.contains("Transfer-Encoding"), "{text}");
-        assert_eq!(
-            s.openai.connections.load(Ordering::SeqCst),
-            i,
-            "the ambiguous answer's connection was pooled and used again"
-        );
+        ),
+        concat!(
+            "HTTP/1.1 200 OK\ncontent-type: application/json\n",
+            "content-length: 2\ntransfer-encoding: chunked\n\n"
+        ),
+    ];
+    for head in heads {
+        let handler: Handler = Arc::new(move |_req: &Recorded| {
+            raw(
+                format!("{head}{}0\r\n\r\n", chunk("{}")),
+                AfterRaw::KeepAlive,
+            )
+        });
+        let s = setup_raw(handler, "").await;
+        for i in 1..=2 {
+            let (status, text) = send_on_a_new_connection(
+                &s.proxy,
+                post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
+            )
+            .await;
+            assert_eq!(status, 502, "{head:?}: {text}\n{}", s.proxy.logs());
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["error"]["code"], "upstream_error", "{text}");
+            assert!(text.contains("Transfer-Encoding"), "{text}");
+            assert_eq!(
+                s.openai.connections.load(Ordering::SeqCst),
+                i,
+                "the ambiguous answer's connection was pooled and used again"
+            );
+        }
     }
 }
 
@@ -1251,6 +1261,11 @@ async fn smuggling_and_malformed_framing_get_400_and_close() {
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: gzip\r\n\r\nxx",
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad: a\x00b\r\nContent-Length: 0\r\n\r\n",
+        // A bare LF ends a header line for the parser: the same attacks
+        // with LF-only or mixed line ends.
+        "POST /v1/chat/completions HTTP/1.1\nHost: api.openai.com\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\nGET /smuggled HTTP/1.1\nHost: api.openai.com\n\n",
+        "POST /v1/chat/completions HTTP/1.1\nHost: api.openai.com\nContent-Length: 5\nContent-Length: 6\n\nhello!",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 4\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
     ];
     for attack in attacks {
         let mut tls = s

@@ -1797,3 +1797,27 @@ fn chat_request(body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// pingora's response parser accepts obsolete line folding; a fold that
+/// could hide or smuggle a length never reaches the client as a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_answer_head_that_touches_its_length_is_502() {
+    let heads = [
+        // A continuation of the length itself.
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\tx-injected: 1\r\n\r\n",
+        // A length folded into another field, next to a real one.
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-note: a\r\n content-length: 9\r\ncontent-length: 2\r\n\r\n",
+    ];
+    for head in heads {
+        let handler: Handler =
+            Arc::new(move |_req: &Recorded| raw(format!("{head}{{}}"), AfterRaw::KeepAlive));
+        let s = setup_raw(handler, "").await;
+        let (status, text) = send_on_a_new_connection(
+            &s.proxy,
+            post_json("api.openai.com", "/v1/chat/completions", r#"{"model":"m"}"#),
+        )
+        .await;
+        assert_eq!(status, 502, "{head:?}: {text}\n{}", s.proxy.logs());
+        assert!(!text.contains("x-injected"), "{text}");
+    }
+}

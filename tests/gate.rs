@@ -635,3 +635,58 @@ async fn large_bodies_of_tiny_strings_fit_a_small_pod() {
         "peak resident memory {peak_kib} KiB with two 10 MiB bodies"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_in_the_url_or_a_header_is_found_as_in_the_body() {
+    let g = gate(json!({}), "").await;
+    let chat = "https://api.openai.com/v1/chat/completions";
+    let json = "content-type: application/json";
+    let calls: [(&str, Vec<&str>); 4] = [
+        (
+            "https://api.openai.com/v1/chat/completions?user=jane.doe%40example.com",
+            vec![json],
+        ),
+        (chat, vec![json, "x-user-email: jane.doe@example.com"]),
+        (
+            chat,
+            vec![json, "helicone-property-iban: DE89 3704 0044 0532 0130 00"],
+        ),
+        (
+            "https://api.openai.com/v1/files/jane.doe%40example.com/content",
+            vec![],
+        ),
+    ];
+    for http in [Http::One, Http::Two] {
+        for (url, headers) in &calls {
+            let answer = g.call(http, url, headers, &chat_body("hello"));
+            assert_refused(
+                &answer,
+                403,
+                "personal data may not reach OpenAI",
+                &g.proxy.logs(),
+            );
+        }
+    }
+    assert_eq!(g.reached_openai(), 0);
+    // The same shapes without personal data pass, the SDK's own headers and
+    // a key in the query included.
+    let clean = [
+        (
+            "https://api.openai.com/v1/chat/completions?user=u-1234",
+            vec![json, "x-user: u-1234"],
+        ),
+        (
+            "https://api.openai.com/v1/chat/completions?key=jane.doe%40example.com",
+            vec![
+                json,
+                "x-stainless-runtime-version: 3.12.3",
+                "user-agent: OpenAI/Python 1.54.4",
+            ],
+        ),
+    ];
+    for (url, headers) in &clean {
+        let answer = g.call(Http::Two, url, headers, &chat_body("hello"));
+        assert_eq!(answer.status, 200, "{url}: {}", answer.body);
+    }
+    assert_eq!(g.reached_openai(), clean.len());
+}

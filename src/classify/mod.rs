@@ -17,6 +17,75 @@ pub use detect::{scan_text, Counts};
 pub const CLASSIFICATION_HEADER: &str = "x-data-classification";
 pub const RETENTION_HEADER: &str = "x-data-retention";
 
+/// Headers whose values HTTP, tracing or the SDKs define and which carry
+/// nothing of the app's own: not scanned, so that a date, a length or a
+/// runtime version is never read as personal data.
+const STRUCTURAL_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "accept",
+    "accept-encoding",
+    "connection",
+    "te",
+    "expect",
+    "date",
+    "traceparent",
+    "tracestate",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+    "x-amz-date",
+    "x-amz-content-sha256",
+    "amz-sdk-invocation-id",
+    "amz-sdk-request",
+    CLASSIFICATION_HEADER,
+    RETENTION_HEADER,
+];
+
+/// The OpenAI, Anthropic and other Stainless-built SDKs describe their
+/// platform in these (`x-stainless-os`, `-runtime-version`, ...).
+const STRUCTURAL_HEADER_PREFIX: &str = "x-stainless-";
+
+/// Personal data in what a call carries besides its body: the path and the
+/// query's parameters (percent-decoded) and the header values. A body scan
+/// alone would let `?user=jane@example.com` or `x-user-email: ...` reach the
+/// provider unread. Credentials are never read (secrets stay out of every
+/// scan, log and record), nor headers whose values the protocol defines.
+pub fn scan_call_metadata<'a>(
+    path_and_query: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Counts {
+    let mut counts = Counts::default();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    scan_text(
+        &percent_encoding::percent_decode_str(path).decode_utf8_lossy(),
+        &mut counts,
+    );
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !crate::redact::is_credential_param(&name) {
+            scan_text(&name, &mut counts);
+            scan_text(&value, &mut counts);
+        }
+    }
+    for (name, value) in headers {
+        let structural = STRUCTURAL_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            || name
+                .get(..STRUCTURAL_HEADER_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(STRUCTURAL_HEADER_PREFIX));
+        if !structural && !crate::redact::is_credential_header(name) {
+            scan_text(&String::from_utf8_lossy(value), &mut counts);
+        }
+    }
+    counts
+}
+
 /// From the laxest to the strictest: the order decides which of several
 /// declared values wins.
 const CLASSIFICATIONS: &[&str] = &[
@@ -209,6 +278,111 @@ fn truncate(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn personal_data_outside_the_body_is_counted() {
+        let sdk_headers: &[(&str, &[u8])] = &[
+            ("host", b"api.openai.com"),
+            ("content-type", b"application/json"),
+            ("content-length", b"1712345678"),
+            ("accept", b"application/json"),
+            ("user-agent", b"OpenAI/Python 1.54.4"),
+            ("x-stainless-os", b"Linux"),
+            ("x-stainless-runtime-version", b"3.11.2"),
+            ("x-stainless-retry-count", b"0"),
+            ("x-stainless-timeout", b"600"),
+            ("date", b"Sun, 06 Dec 2026 11:45:00 GMT"),
+            (
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("x-request-id", b"550e8400-e29b-41d4-a716-446655440000"),
+            (
+                "idempotency-key",
+                b"stainless-python-retry-2b7c5a2e-8f8b-4d7e-9a3e-1f2d3c4b5a69",
+            ),
+            ("x-amz-date", b"20261206T114500Z"),
+            ("anthropic-version", b"2023-06-01"),
+            ("x-data-classification", b"internal"),
+        ];
+        let none = Counts::default();
+        let email = Counts {
+            email: 1,
+            ..Counts::default()
+        };
+        let cases: Vec<(&str, Vec<(&str, &[u8])>, Counts)> = vec![
+            ("/v1/chat/completions", sdk_headers.to_vec(), none.clone()),
+            (
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01",
+                vec![],
+                none.clone(),
+            ),
+            (
+                "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke",
+                vec![],
+                none.clone(),
+            ),
+            (
+                "/v1/chat/completions?user=jane.doe%40example.com",
+                vec![],
+                email.clone(),
+            ),
+            (
+                "/v1/chat/completions?note=write+to+jane.doe@example.com",
+                vec![],
+                email.clone(),
+            ),
+            (
+                "/v1/files/jane.doe%40example.com/content",
+                vec![],
+                email.clone(),
+            ),
+            ("/v1/x?jane.doe%40example.com=1", vec![], email.clone()),
+            // Credentials are never read, whatever they look like.
+            (
+                "/v1beta/models/g:generateContent?key=jane.doe%40example.com",
+                vec![],
+                none.clone(),
+            ),
+            (
+                "/v1/chat/completions",
+                vec![("x-user-email", b"jane.doe@example.com".as_slice())],
+                email.clone(),
+            ),
+            (
+                "/v1/chat/completions",
+                vec![("Helicone-User-Id", b"jane.doe@example.com".as_slice())],
+                email.clone(),
+            ),
+            (
+                "/v1/chat/completions",
+                vec![("x-caller", b"IBAN DE89 3704 0044 0532 0130 00".as_slice())],
+                Counts {
+                    iban: 1,
+                    ..Counts::default()
+                },
+            ),
+            (
+                "/v1/chat/completions",
+                vec![
+                    ("authorization", b"Bearer jane.doe@example.com".as_slice()),
+                    ("x-api-key", b"jane.doe@example.com".as_slice()),
+                    ("cookie", b"who=jane.doe@example.com".as_slice()),
+                ],
+                none.clone(),
+            ),
+            // A value that is not UTF-8 is read, not refused or panicked on.
+            (
+                "/v1/chat/completions",
+                vec![("x-note", b"caf\xe9 jane.doe@example.com".as_slice())],
+                email.clone(),
+            ),
+        ];
+        for (path, headers, expected) in cases {
+            let found = scan_call_metadata(path, headers.iter().copied());
+            assert_eq!(found, expected, "{path} {headers:?}");
+        }
+    }
 
     #[test]
     fn headers() {

@@ -169,33 +169,7 @@ pub fn connect_input(destination: DestinationDoc, source: SourceDoc) -> ConnectI
     }
 }
 
-/// Header names that carry credentials or session secrets: never shown to
-/// policies, logs or traces.
-pub fn is_credential_header(name: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "api-key",
-        "x-api-key",
-        "x-goog-api-key",
-        "openai-organization",
-        "openai-project",
-        "x-amz-security-token",
-    ];
-    const FRAGMENTS: &[&str] = &["token", "secret", "password", "api-key", "apikey", "auth"];
-    // Asked for every header of every call: compared without building a
-    // lowercase copy of the name.
-    let name = name.as_bytes();
-    EXACT
-        .iter()
-        .any(|e| name.eq_ignore_ascii_case(e.as_bytes()))
-        || FRAGMENTS.iter().any(|f| {
-            name.windows(f.len())
-                .any(|w| w.eq_ignore_ascii_case(f.as_bytes()))
-        })
-}
+pub use crate::redact::is_credential_header;
 
 /// The request part: method, path, what the body says, credential-free headers.
 pub fn request_doc<'a>(

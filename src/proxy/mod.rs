@@ -350,8 +350,13 @@ impl EgressProxy {
             path,
             read.plain(body),
         );
+        let mut pii = read.scan.pii.clone();
+        pii.add(&classify::scan_call_metadata(
+            path,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+        ));
         let data = declared.with_scan(
-            read.scan.pii.clone(),
+            pii,
             read.scan.unread.clone(),
             snapshot.trust_declared_classification,
         );

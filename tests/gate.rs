@@ -690,3 +690,42 @@ async fn personal_data_in_the_url_or_a_header_is_found_as_in_the_body() {
     }
     assert_eq!(g.reached_openai(), clean.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_in_a_body_are_read_as_the_digits_they_are() {
+    let g = gate(json!({}), "").await;
+    let json = "content-type: application/json";
+    // A tool's result handed back to the model, as a JSON number.
+    let gemini = json!({"contents": [
+        {"role": "user", "parts": [{"text": "what card did the customer use?"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "lookup",
+            "response": {"card": 4111111111111111u64}}}]}
+    ]});
+    let record = json!({"contents": [{"role": "user", "parts": [
+        {"text": "summarise this customer record"},
+        {"functionResponse": {"name": "crm", "response": {"customer": {"personnummer": 8804197633u64}}}}
+    ]}]});
+    let refused = [
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+            gemini,
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:generateContent",
+            record,
+        ),
+    ];
+    for http in [Http::One, Http::Two] {
+        for (url, body) in &refused {
+            let answer = g.call(http, url, &[json], body.to_string().as_bytes());
+            assert_eq!(answer.status, 403, "{url}: {}", answer.body);
+            assert!(answer.body.contains("personal data"), "{}", answer.body);
+        }
+    }
+    // An ordinary call's numbers are parameters, not personal data.
+    let ordinary = json!({"model": "gpt-4o", "seed": 1234567890, "max_tokens": 4096,
+        "temperature": 0.7, "messages": [{"role": "user", "content": "hi"}]});
+    let answer = g.chat(Http::Two, &[], ordinary.to_string().as_bytes());
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}

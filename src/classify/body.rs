@@ -377,6 +377,7 @@ pub fn walk_json(bytes: &[u8], scan: &mut BodyScan, depth: u8) -> Result<(), ser
     let walked = Walker {
         scan: &mut *scan,
         depth,
+        key: None,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end());
@@ -389,6 +390,88 @@ pub fn walk_json(bytes: &[u8], scan: &mut BodyScan, depth: u8) -> Result<(), ser
 struct Walker<'s> {
     scan: &'s mut BodyScan,
     depth: u8,
+    /// The key this value (or the array holding it) stands under, when it
+    /// is a plain word: the context a number is read in.
+    key: Option<KeyWord>,
+}
+
+/// Numbers below this have too few digits for any card, account or id.
+const SMALLEST_IDENTIFYING_NUMBER: u64 = 100_000_000;
+
+/// A short key of letters only (`"personnummer"`, `"card number"`), kept
+/// without allocating. Keys with digits or other signs are not kept: as
+/// context they would be scanned a second time and could count twice.
+#[derive(Clone, Copy)]
+struct KeyWord {
+    bytes: [u8; 40],
+    len: u8,
+}
+
+impl KeyWord {
+    fn of(key: &str) -> Option<KeyWord> {
+        let plain = |b: &u8| b.is_ascii_alphabetic() || matches!(b, b'_' | b'-' | b' ' | b'.');
+        if key.is_empty() || key.len() > 40 || !key.bytes().all(|b| plain(&b)) {
+            return None;
+        }
+        let mut bytes = [0; 40];
+        bytes.get_mut(..key.len())?.copy_from_slice(key.as_bytes());
+        Some(KeyWord {
+            bytes,
+            len: key.len() as u8,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Walker<'_> {
+    /// A card or national id written as a JSON number reaches the model as
+    /// digits, as it would in a string: the number is scanned as those
+    /// digits after its key, which detectors that need a keyword read as
+    /// their context (`{"personnummer": 8112189876}`).
+    fn number(self, magnitude: u64) {
+        if magnitude < SMALLEST_IDENTIFYING_NUMBER {
+            return;
+        }
+        let text = match self.key {
+            Some(key) => format!("{}: {magnitude}", key.as_str()),
+            None => magnitude.to_string(),
+        };
+        scan_text(&text, &mut self.scan.pii);
+    }
+}
+
+/// The key of an object entry: scanned as client text, and kept as context
+/// when it is a plain word.
+struct Key<'s> {
+    scan: &'s mut BodyScan,
+    depth: u8,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<KeyWord>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<KeyWord>, D::Error> {
+        // Counted as the values they are when a rerouted call is translated.
+        self.scan.json_values += 1;
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = Option<KeyWord>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<KeyWord>, E> {
+        self.scan.text(v, self.depth);
+        Ok(KeyWord::of(v))
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Walker<'_> {
@@ -416,15 +499,23 @@ impl<'de> Visitor<'de> for Walker<'_> {
         Ok(())
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.number(v.unsigned_abs());
         Ok(())
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.number(v);
         Ok(())
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // `4111111111111111.0` is the same digits; a fraction or a
+        // magnitude past u64 is not an identifier.
+        let magnitude = v.abs();
+        if v.fract() == 0.0 && magnitude < u64::MAX as f64 {
+            self.number(magnitude as u64);
+        }
         Ok(())
     }
 
@@ -437,6 +528,7 @@ impl<'de> Visitor<'de> for Walker<'_> {
             .next_element_seed(Walker {
                 scan: &mut *self.scan,
                 depth: self.depth,
+                key: self.key,
             })?
             .is_some()
         {}
@@ -445,16 +537,14 @@ impl<'de> Visitor<'de> for Walker<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         // Keys are client text too: `{"jane@example.com": ...}` is personal data.
-        while map
-            .next_key_seed(Walker {
-                scan: &mut *self.scan,
-                depth: self.depth,
-            })?
-            .is_some()
-        {
+        while let Some(key) = map.next_key_seed(Key {
+            scan: &mut *self.scan,
+            depth: self.depth,
+        })? {
             map.next_value_seed(Walker {
                 scan: &mut *self.scan,
                 depth: self.depth,
+                key,
             })?;
         }
         Ok(())
@@ -697,6 +787,57 @@ mod tests {
     use super::*;
 
     const LIMIT: usize = 10 << 20;
+
+    #[test]
+    fn numbers_are_read_as_the_digits_they_are() {
+        let card = Counts {
+            card: 1,
+            ..Counts::default()
+        };
+        let id = Counts {
+            national_id: 1,
+            ..Counts::default()
+        };
+        let none = Counts::default();
+        let cases: Vec<(&str, Counts)> = vec![
+            (r#"{"card": 4111111111111111}"#, card.clone()),
+            (r#"{"x": {"amex": 378282246310005}}"#, card.clone()),
+            (r#"{"cards": [1, 5500000000000004]}"#, card.clone()),
+            (r#"[4111111111111111]"#, card.clone()),
+            (r#"{"card": 4111111111111111.0}"#, card.clone()),
+            (r#"{"card": -4111111111111111}"#, card.clone()),
+            // Ids whose check is weak count only after their keyword, which
+            // the key gives; without one they stay look-alikes.
+            (r#"{"personnummer": 8804197633}"#, id.clone()),
+            (
+                r#"{"Steueridentifikationsnummer": 36574261809}"#,
+                id.clone(),
+            ),
+            (r#"{"n": 8804197633}"#, none.clone()),
+            (r#"{"NIR": 175061241493060}"#, id.clone()),
+            // The parameters and ids of an ordinary call are nothing.
+            (
+                r#"{"model": "gpt-4o", "max_tokens": 4096, "temperature": 0.7, "seed": 1234567890,
+                   "created": 1700000000, "n": 1, "top_p": 1e0, "logprobs": 5, "x": 1.5e300,
+                   "ts": 1733480700123, "id": 2840777123456.25}"#,
+                none.clone(),
+            ),
+            // A key with digits is not context, so nothing counts twice.
+            (
+                r#"{"jane@example.com": 4111111111111111}"#,
+                Counts {
+                    email: 1,
+                    card: 1,
+                    ..Counts::default()
+                },
+            ),
+        ];
+        for (body, expected) in cases {
+            let mut scan = BodyScan::default();
+            walk_json(body.as_bytes(), &mut scan, 0).unwrap();
+            assert_eq!(scan.pii, expected, "{body}");
+        }
+    }
 
     #[test]
     fn every_coding_and_stacks_of_them_decode() {

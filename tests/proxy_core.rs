@@ -1125,14 +1125,21 @@ async fn upstream_with_a_wrong_name_certificate_is_502() {
         openai_handler(),
     )
     .await;
+    // Signed by the trusted CA for the right name, but expired.
+    let expired = MockUpstream::start(
+        Some(pki.expired_config(&["api.mistral.ai"])),
+        openai_handler(),
+    )
+    .await;
     let proxy = Proxy::start(&upstream_yaml(
         &[
             ("api.openai.com:443", wrong_name.addr),
             ("api.anthropic.com:443", self_signed.addr),
+            ("api.mistral.ai:443", expired.addr),
         ],
         Some(&pki.ca_path),
     ));
-    for host in ["api.openai.com", "api.anthropic.com"] {
+    for host in ["api.openai.com", "api.anthropic.com", "api.mistral.ai"] {
         let tls = proxy
             .connect_tls(&format!("{host}:443"), &[b"http/1.1"])
             .await;
@@ -1145,6 +1152,7 @@ async fn upstream_with_a_wrong_name_certificate_is_502() {
         );
     }
     assert!(wrong_name.recorded().is_empty() && self_signed.recorded().is_empty());
+    assert!(expired.recorded().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1242,6 +1250,37 @@ async fn sni_differing_from_connect_is_refused() {
     assert!(logged, "{}", s.proxy.logs());
 }
 
+/// SECURITY #20: a client that refuses the minted certificate (it pins, or
+/// does not trust ecluse's CA) is logged and counted, and its next attempt
+/// is intercepted again: never switched to a blind tunnel, which a client
+/// trusting the upstream's own CA would accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_rejects_the_minted_certificate_is_counted_never_tunnelled() {
+    let s = setup("").await;
+    for attempt in 1..=2 {
+        let tcp = s.proxy.connect("api.openai.com:443").await.unwrap();
+        let result = tls_connect(tcp, "api.openai.com", &[s.pki.ca_path.clone()], &[]).await;
+        assert!(
+            result.is_err(),
+            "attempt {attempt}: a client trusting only the upstream's CA completed a handshake"
+        );
+        await_metric(
+            &s.proxy,
+            &format!("ecluse_tls_client_rejections_total {attempt}\n"),
+        )
+        .await;
+    }
+    assert!(
+        s.proxy
+            .logs()
+            .contains("client rejected the certificate minted for api.openai.com"),
+        "{}",
+        s.proxy.logs()
+    );
+    assert_eq!(s.openai.connections.load(Ordering::SeqCst), 0);
+    assert!(s.openai.recorded().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_and_malformed_framing_get_400_and_close() {
     let s = setup("").await;
@@ -1251,7 +1290,21 @@ async fn smuggling_and_malformed_framing_get_400_and_close() {
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: gzip\r\n\r\nxx",
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad: a\x00b\r\nContent-Length: 0\r\n\r\n",
+        // A length in hex, and codings that do not end in chunked (in one
+        // header or spread over two).
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 0x10\r\n\r\n0123456789abcdef",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        // Both framings, Transfer-Encoding first.
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        // A bare CR in a value, invalid names, whitespace before the colon.
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad: a\rb\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad(: x\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length : 5\r\n\r\nhello",
     ];
+    let mut failures = Vec::new();
     for attack in attacks {
         let mut tls = s
             .proxy
@@ -1261,15 +1314,197 @@ async fn smuggling_and_malformed_framing_get_400_and_close() {
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
         let text = String::from_utf8_lossy(&out);
-        assert!(read.is_ok(), "connection left open after {attack:?}");
-        assert!(text.starts_with("HTTP/1.1 400"), "{attack:?} -> {text}");
-        assert_eq!(
-            text.matches("HTTP/1.1").count(),
-            1,
-            "a second response: {text}"
-        );
+        if read.is_err() {
+            failures.push(format!("connection left open after {attack:?}"));
+        } else if !text.starts_with("HTTP/1.1 400") {
+            failures.push(format!("{attack:?} -> {text}"));
+        } else if text.matches("HTTP/1.1").count() != 1 {
+            failures.push(format!("{attack:?}: a second response: {text}"));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
     assert!(s.openai.recorded().is_empty(), "{:?}", s.openai.recorded());
+}
+
+/// An HPACK literal header field, never indexed, without Huffman coding:
+/// it carries names and values hyper's client would refuse to send.
+fn hpack_literal(name: &str, value: &str) -> Vec<u8> {
+    assert!(name.len() < 127 && value.len() < 127);
+    let mut out = vec![0x10, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// An HTTP/2 frame: type, flags, stream id and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// How the proxy ended HTTP/2 stream 1.
+#[derive(Debug, PartialEq)]
+enum H2End {
+    /// A HEADERS frame on the stream: an answer.
+    Answered,
+    /// RST_STREAM on it, or GOAWAY for the connection.
+    Reset,
+    /// Neither within the wait, or the connection closed.
+    Nothing,
+}
+
+/// Sends the client preface, `headers` as stream 1 and `data` (if any) as
+/// its body, then reads frames until stream 1 is answered or reset.
+async fn h2_raw_call<S>(mut stream: S, headers: &[(&str, &str)], data: Option<&[u8]>) -> H2End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    let block: Vec<u8> = headers
+        .iter()
+        .flat_map(|(k, v)| hpack_literal(k, v))
+        .collect();
+    let end_headers = 0x4;
+    let end_stream = 0x1;
+    match data {
+        None => out.extend(h2_frame(HEADERS, end_headers | end_stream, 1, &block)),
+        Some(body) => {
+            out.extend(h2_frame(HEADERS, end_headers, 1, &block));
+            out.extend(h2_frame(0, end_stream, 1, body));
+        }
+    }
+    stream.write_all(&out).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut head = [0u8; 9];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => return H2End::Nothing,
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return H2End::Nothing;
+        }
+        match kind {
+            SETTINGS if flags & 0x1 == 0 => {
+                stream
+                    .write_all(&h2_frame(SETTINGS, 0x1, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            PING if flags & 0x1 == 0 => {
+                stream
+                    .write_all(&h2_frame(PING, 0x1, 0, &payload))
+                    .await
+                    .unwrap();
+            }
+            HEADERS if id == 1 => return H2End::Answered,
+            RST_STREAM if id == 1 => return H2End::Reset,
+            GOAWAY => return H2End::Reset,
+            _ => {}
+        }
+    }
+}
+
+/// SECURITY #9: an HTTP/2 request with connection-specific headers, or
+/// whose DATA does not add up to its content-length, is a stream error and
+/// never reaches the upstream. The frames are written by hand: hyper's
+/// client refuses to send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http2_requests_are_reset_and_never_forwarded() {
+    let s = setup("").await;
+    let body = br#"{"model":"gpt-4o","messages":[]}"#;
+    let length = body.len().to_string();
+    let base = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "api.openai.com"),
+        (":path", "/v1/chat/completions"),
+        ("content-type", "application/json"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, String)> {
+        base.iter()
+            .chain(extra)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
+    };
+    // The hand-written client is heard when its request is well formed.
+    let mut good = with(&[]);
+    good.push(("content-length", length.clone()));
+    let call = |headers: Vec<(&'static str, String)>, data: Vec<u8>| {
+        let proxy = &s.proxy;
+        async move {
+            let tls = proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h2_raw_call(tls, &pairs, Some(&data)).await
+        }
+    };
+    assert_eq!(call(good, body.to_vec()).await, H2End::Answered);
+    assert_eq!(s.openai.recorded().len(), 1, "{}", s.proxy.logs());
+
+    let mut cases: Vec<(&str, Vec<(&'static str, String)>, Vec<u8>)> = vec![
+        (
+            "connection",
+            with(&[("connection", "keep-alive")]),
+            body.to_vec(),
+        ),
+        (
+            "keep-alive",
+            with(&[("keep-alive", "timeout=5")]),
+            body.to_vec(),
+        ),
+        (
+            "proxy-connection",
+            with(&[("proxy-connection", "keep-alive")]),
+            body.to_vec(),
+        ),
+        (
+            "transfer-encoding",
+            with(&[("transfer-encoding", "chunked")]),
+            body.to_vec(),
+        ),
+        ("upgrade", with(&[("upgrade", "websocket")]), body.to_vec()),
+        (
+            "te other than trailers",
+            with(&[("te", "gzip")]),
+            body.to_vec(),
+        ),
+        ("upper-case name", with(&[("X-Upper", "1")]), body.to_vec()),
+    ];
+    let mut short = with(&[]);
+    short.push(("content-length", (body.len() + 10).to_string()));
+    cases.push(("DATA shorter than content-length", short, body.to_vec()));
+    let mut long = with(&[]);
+    long.push(("content-length", (body.len() - 10).to_string()));
+    cases.push(("DATA longer than content-length", long, body.to_vec()));
+    let mut failures = Vec::new();
+    for (case, headers, data) in cases {
+        let end = call(headers, data).await;
+        if end != H2End::Reset {
+            failures.push(format!("{case}: {end:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{}", s.proxy.logs());
+    assert_eq!(
+        s.openai.recorded().len(),
+        1,
+        "a malformed HTTP/2 request reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

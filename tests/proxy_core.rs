@@ -1259,7 +1259,13 @@ async fn a_client_that_rejects_the_minted_certificate_is_counted_never_tunnelled
     let s = setup("").await;
     for attempt in 1..=2 {
         let tcp = s.proxy.connect("api.openai.com:443").await.unwrap();
-        let result = tls_connect(tcp, "api.openai.com", &[s.pki.ca_path.clone()], &[]).await;
+        let result = tls_connect(
+            tcp,
+            "api.openai.com",
+            std::slice::from_ref(&s.pki.ca_path),
+            &[],
+        )
+        .await;
         assert!(
             result.is_err(),
             "attempt {attempt}: a client trusting only the upstream's CA completed a handshake"
@@ -1457,7 +1463,8 @@ async fn malformed_http2_requests_are_reset_and_never_forwarded() {
     assert_eq!(call(good, body.to_vec()).await, H2End::Answered);
     assert_eq!(s.openai.recorded().len(), 1, "{}", s.proxy.logs());
 
-    let mut cases: Vec<(&str, Vec<(&'static str, String)>, Vec<u8>)> = vec![
+    type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+    let mut cases: Vec<Case> = vec![
         (
             "connection",
             with(&[("connection", "keep-alive")]),
@@ -1664,6 +1671,73 @@ async fn a_head_trickled_inside_a_tunnel_is_cut_at_the_header_timeout() {
     let tls = s.proxy.connect_tls("api.openai.com:443", &[]).await;
     let (answer, elapsed) = trickle_head(tls, SLOW_HEAD, Duration::from_secs(2)).await;
     assert_head_timeout(&answer, elapsed);
+    assert!(s.openai.recorded().is_empty());
+}
+
+/// SECURITY #35 over HTTP/2: a HEADERS frame trickled a byte at a time,
+/// slower than the header timeout, does not hold the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_over_http2_is_cut_at_the_header_timeout() {
+    let s = setup("timeouts: { header_read: 3s }\n").await;
+    let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let block: Vec<u8> = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "api.openai.com"),
+        (":path", "/v1/models"),
+        ("user-agent", "trickle"),
+    ]
+    .iter()
+    .flat_map(|(k, v)| hpack_literal(k, v))
+    .collect();
+    let headers = h2_frame(1, 0x4 | 0x1, 1, &block);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(4, 0, 0, &[]));
+        tx.write_all(&out).await?;
+        for byte in headers {
+            // The pauses are the trickle under test.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.write_all(&[byte]).await?;
+        }
+        Ok::<_, std::io::Error>(tx)
+    });
+    // Read until the proxy gives up on the connection, or answers.
+    let mut answered = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut head = [0u8; 9];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if rx.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            // GOAWAY, or RST_STREAM on the trickled stream.
+            7 => break,
+            3 if id == 1 => break,
+            1 if id == 1 => {
+                answered = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    writer.abort();
+    assert!(!answered, "the trickled request was answered");
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "a trickled HTTP/2 head stayed open {elapsed:?}"
+    );
     assert!(s.openai.recorded().is_empty());
 }
 

@@ -645,6 +645,63 @@ async fn paced_sse_reaches_the_client_as_it_is_sent() {
     );
 }
 
+/// SECURITY #15, scaled down: a stream that lasts longer than every
+/// configured timeout, its events within the inter-chunk gap, reaches the
+/// client whole over HTTP/1.1 and HTTP/2 (no timeout bounds a call's total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_every_timeout_survives_over_h1_and_h2() {
+    let pki = TestPki::new();
+    let events: Vec<String> = (0..8).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let handler_events = events.clone();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(move |_req: &Recorded| MockResponse::Sse {
+            events: handler_events.clone(),
+            gap: Duration::from_millis(700),
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&format!(
+        "{}timeouts: {{ header_read: 1s, first_byte: 1s, stream_idle: 2s, keepalive_idle: 1s, tunnel_idle: 1s }}\n",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path))
+    ));
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    let h1 = async {
+        let tls = proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", body),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        body_text(resp).await
+    };
+    let h2 = async {
+        let tls = proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+        let req = hyper::Request::post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = http2_send(tls, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        body_text(resp).await
+    };
+    let started = Instant::now();
+    let (one, two) = tokio::join!(h1, h2);
+    assert!(started.elapsed() > Duration::from_secs(4));
+    for (version, text) in [("HTTP/1.1", one), ("HTTP/2", two)] {
+        for e in &events {
+            assert!(
+                text.contains(e.as_str()),
+                "{version}: {text}\n{}",
+                proxy.logs()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_mid_stream_cancels_the_upstream_call() {
     let pki = TestPki::new();
@@ -1507,6 +1564,30 @@ async fn malformed_http2_requests_are_reset_and_never_forwarded() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}\n{}", s.proxy.logs());
+    // SECURITY #11 over HTTP/2: CONNECT and extended CONNECT (RFC 8441,
+    // WebSocket) inside the tunnel are refused or reset, never relayed.
+    let connects: [&[(&str, &str)]; 2] = [
+        &[(":method", "CONNECT"), (":authority", "api.openai.com:443")],
+        &[
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":authority", "api.openai.com"),
+            (":path", "/v1/realtime"),
+            ("sec-websocket-version", "13"),
+        ],
+    ];
+    let upstream_connections = s.openai.connections.load(Ordering::SeqCst);
+    for headers in connects {
+        let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+        let end = h2_raw_call(tls, headers, None).await;
+        assert_ne!(end, H2End::Nothing, "{headers:?}");
+    }
+    assert_eq!(
+        s.openai.connections.load(Ordering::SeqCst),
+        upstream_connections,
+        "a CONNECT inside the tunnel reached the upstream"
+    );
     assert_eq!(
         s.openai.recorded().len(),
         1,

@@ -1615,6 +1615,21 @@ async fn oversize_headers_get_431() {
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     }
+    // Over HTTP/2: the same limits, and nothing is forwarded.
+    for (count, size) in [(120, 8), (2, 40 * 1024)] {
+        let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+        let mut req = hyper::Request::get("https://api.openai.com/v1/models");
+        for i in 0..count {
+            req = req.header(format!("x-h{i}"), "v".repeat(size));
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        match http2_send(tls, req).await {
+            Ok(resp) => assert_eq!(resp.status(), 431, "{count} x {size} bytes"),
+            // A header list over the h2 server's own bound is reset.
+            Err(e) => assert!(format!("{e:?}").contains("Reset"), "{e:?}"),
+        }
+    }
+    assert!(s.openai.recorded().is_empty());
     // On the CONNECT itself too.
     let mut tcp = tokio::net::TcpStream::connect(s.proxy.listen)
         .await

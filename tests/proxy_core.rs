@@ -507,6 +507,62 @@ async fn an_answer_with_both_length_and_chunked_framing_is_502_and_never_pooled(
     }
 }
 
+/// SECURITY #12: an answer whose head cannot be read unambiguously is a 502,
+/// and its connection is never used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_broken_head_is_502_and_never_pooled() {
+    let heads = [
+        (
+            "/v1/status",
+            "HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\n{}",
+        ),
+        ("/v1/garbage", "hello there\r\n\r\n"),
+        (
+            "/v1/length",
+            "HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n{}",
+        ),
+        (
+            "/v1/lengths",
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+        ),
+        (
+            "/v1/plus",
+            "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n{}",
+        ),
+        (
+            "/v1/nul",
+            "HTTP/1.1 200 OK\r\nx-bad: a\x00b\r\ncontent-length: 2\r\n\r\n{}",
+        ),
+    ];
+    let handler: Handler = Arc::new(move |req: &Recorded| {
+        let (_, answer) = heads
+            .iter()
+            .find(|(path, _)| *path == req.path)
+            .unwrap_or_else(|| panic!("no raw answer for {}", req.path));
+        raw(answer.to_string(), AfterRaw::KeepAlive)
+    });
+    let s = setup_raw(handler, "").await;
+    let mut failures = Vec::new();
+    for (i, (path, _)) in heads.iter().enumerate() {
+        let (status, text) = send_on_a_new_connection(
+            &s.proxy,
+            post_json("api.openai.com", path, r#"{"model":"m"}"#),
+        )
+        .await;
+        if status != 502 {
+            failures.push(format!("{path}: {status} {text}"));
+        }
+        let connections = s.openai.connections.load(Ordering::SeqCst);
+        if connections != i + 1 {
+            failures.push(format!(
+                "{path}: {connections} upstream connections after {} calls",
+                i + 1
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{}", s.proxy.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_body_reaches_the_upstream_whole() {
     let s = setup("").await;

@@ -254,19 +254,23 @@ async fn coded_bodies_are_decoded_scanned_and_forwarded_as_sent() {
         assert_eq!(answer.status, 413, "{}", answer.body);
     }
     // Corrupt coding: a 400 that says which.
-    let answer = g.chat(Http::One, &["content-encoding: gzip"], b"not gzip");
-    assert_refused(&answer, 400, "not valid gzip", &g.proxy.logs());
+    for http in BOTH {
+        let answer = g.chat(http, &["content-encoding: gzip"], b"not gzip");
+        assert_refused(&answer, 400, "not valid gzip", &g.proxy.logs());
+    }
     assert_eq!(g.reached_openai(), 2);
 
     // A coding ecluse cannot undo leaves the body unread: undeclared, it is
     // confidential; declared public, it passes as declared.
-    let answer = g.chat(Http::One, &["content-encoding: compress"], &personal);
-    assert_refused(
-        &answer,
-        403,
-        "unknown_coding at body: Content-Encoding compress",
-        &g.proxy.logs(),
-    );
+    for http in BOTH {
+        let answer = g.chat(http, &["content-encoding: compress"], &personal);
+        assert_refused(
+            &answer,
+            403,
+            "unknown_coding at body: Content-Encoding compress",
+            &g.proxy.logs(),
+        );
+    }
     let answer = g.chat(
         Http::Two,
         &[

@@ -1306,6 +1306,41 @@ async fn misdirected_host_inside_a_tunnel_is_421() {
     assert!(s.openai.recorded().is_empty());
 }
 
+/// SECURITY #5 where a request names its host twice: an absolute-form
+/// target and a `Host`, or HTTP/2's `:authority` and a `host` field. Either
+/// naming another host than the tunnel's is refused; nothing is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_name_for_the_host_inside_a_tunnel_is_refused() {
+    let s = setup("").await;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        b"POST https://api.openai.com/v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let (head, body) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}{body}");
+    // hyper's HTTP/2 client sends a `host` field as it is given.
+    let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+    let req = hyper::Request::post("https://api.openai.com/v1/chat/completions")
+        .header("host", "evil.example")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    match http2_send(tls, req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let text = body_text(resp).await;
+            assert!(status.is_client_error(), "{status} {text}");
+        }
+        Err(e) => assert!(format!("{e:?}").contains("Reset"), "{e:?}"),
+    }
+    assert!(s.openai.recorded().is_empty(), "{:?}", s.openai.recorded());
+}
+
 /// Some clients send their TLS ClientHello right behind the CONNECT head,
 /// before the 200: those bytes must reach the TLS handshake, not be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

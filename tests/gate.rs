@@ -639,3 +639,39 @@ async fn large_bodies_of_tiny_strings_fit_a_small_pod() {
         "peak resident memory {peak_kib} KiB with two 10 MiB bodies"
     );
 }
+
+/// A plain-HTTP (absolute-form) call to an LLM API host meets the same gate
+/// as one through CONNECT: personal data is refused, nothing is forwarded;
+/// a clean call passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_calls_to_an_llm_host_meet_the_gate() {
+    let openai = MockUpstream::start(
+        None,
+        Arc::new(|_req: &Recorded| MockResponse::json(200, chat_completion("gpt-4o", "ok"))),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(&[("api.openai.com:80", openai.addr)], None));
+    let send = |body: Vec<u8>| {
+        let (code, out, err) = curl(&[
+            "--proxy",
+            &proxy.proxy_url(),
+            "-H",
+            "content-type: application/json",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            std::str::from_utf8(&body).unwrap(),
+            "http://api.openai.com/v1/chat/completions",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (body, status) = out.rsplit_once('\n').unwrap();
+        (status.to_string(), body.to_string())
+    };
+    let (status, body) = send(chat_body(&format!("Pay to {IBAN} please")));
+    assert_eq!(status, "403", "{body}\n{}", proxy.logs());
+    assert!(body.contains("personal data"), "{body}");
+    assert!(openai.recorded().is_empty(), "personal data reached OpenAI");
+    let (status, body) = send(chat_body("What is the capital of France?"));
+    assert_eq!(status, "200", "{body}\n{}", proxy.logs());
+    assert_eq!(openai.recorded().len(), 1);
+}

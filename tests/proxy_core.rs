@@ -1686,6 +1686,44 @@ async fn malformed_http2_requests_are_reset_and_never_forwarded() {
     );
 }
 
+/// What a chunked body carries beside its data (chunk extensions, trailer
+/// fields) is not scanned, so it must never reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_extensions_and_trailers_are_not_forwarded() {
+    // A raw mock: it records the head as sent, framing included.
+    let handler: Handler = Arc::new(|_req: &Recorded| {
+        raw(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                .into(),
+            AfterRaw::KeepAlive,
+        )
+    });
+    let s = setup_raw(handler, "").await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTrailer: x-note\r\n\r\n{:x};note=DE89370400440532013000\r\n{body}\r\n0\r\nx-note: IBAN DE89 3704 0044 0532 0130 00\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}{answer}");
+    let recorded = s.openai.recorded();
+    assert_eq!(recorded.len(), 1);
+    // Re-framed by length: no chunk, extension or trailer goes on.
+    let length = body.len().to_string();
+    assert_eq!(recorded[0].header("content-length"), Some(length.as_str()));
+    assert!(recorded[0].header("transfer-encoding").is_none());
+    assert!(recorded[0].header("trailer").is_none());
+    assert_eq!(recorded[0].body, body.as_bytes());
+    let seen = format!("{:?}", recorded[0].headers);
+    assert!(!seen.contains("DE89"), "{seen}");
+    assert!(recorded[0].header("x-note").is_none(), "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_headers_get_431() {
     let s = setup("").await;

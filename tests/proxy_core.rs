@@ -2240,6 +2240,67 @@ async fn too_many_connections_get_503() {
     assert!(text.contains("overloaded"), "{text}");
 }
 
+/// A field of /proc/<pid>/status, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// SECURITY #16 under a flood: a thousand connections over the cap, at
+/// once, are each refused with 503; ecluse stays up and serving, and its
+/// memory does not grow with the refused connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_over_the_cap_is_refused_in_bounded_memory() {
+    let s = setup("limits: { max_connections: 4 }\n").await;
+    let held: Vec<_> = futures_util::future::join_all(
+        (0..4).map(|_| s.proxy.connect_tls("api.openai.com:443", &[b"http/1.1"])),
+    )
+    .await;
+    let before = proc_kib(s.proxy.pid(), "VmRSS:");
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let answers =
+            futures_util::future::join_all((0..250).map(|_| s.proxy.connect("api.openai.com:443")))
+                .await;
+        for answer in answers {
+            let status = answer.err().map(|(status, _)| status).unwrap_or(200);
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        statuses,
+        [(503, 1000)].into_iter().collect(),
+        "{statuses:?}"
+    );
+    let after = proc_kib(s.proxy.pid(), "VmRSS:");
+    assert!(
+        after < before + 16 * 1024,
+        "resident memory grew from {before} to {after} KiB over 1000 refused connections"
+    );
+    // Still serving: the held connections carry calls, and once they are
+    // gone new ones are accepted.
+    for tls in held {
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", "{}"),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.proxy.connect("api.openai.com:443").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_stream_finish_then_exits() {
     let pki = TestPki::new();

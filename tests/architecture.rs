@@ -206,3 +206,71 @@ fn the_cycle_finder_finds_cycles() {
         ]
     );
 }
+
+/// SECURITY #2 (DNS rebinding): a name is resolved once, by
+/// `upstream::resolve`, whose checked address is what gets dialled. Any
+/// other lookup in the code (a resolver call, or a dialler handed a name to
+/// resolve itself) could answer differently from the one checked.
+#[test]
+fn names_are_resolved_in_one_place() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    const LOOKUPS: &[&str] = &[
+        "lookup_host",
+        "to_socket_addrs",
+        "ToSocketAddrs",
+        "ToInetSocketAddrs",
+        "getaddrinfo(",
+        "hickory",
+        "trust_dns",
+        "dns_lookup",
+    ];
+    let mut found = Vec::new();
+    let mut resolver_lookups = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = match text.find("#[cfg(test)]\nmod tests") {
+            Some(at) => &text[..at],
+            None => &text,
+        };
+        let resolver = file.ends_with("upstream/resolve.rs");
+        for (n, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for lookup in LOOKUPS {
+                if !line.contains(lookup) {
+                    continue;
+                }
+                if resolver {
+                    resolver_lookups += 1;
+                } else {
+                    found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+            // Diallers take the checked `SocketAddr`, never a name.
+            for dial in ["HttpPeer::new(", "TcpStream::connect("] {
+                if let Some(at) = line.find(dial) {
+                    let arg = &line[at + dial.len()..];
+                    let arg = arg.split([',', ')']).next().unwrap_or_default();
+                    let names_an_address = arg.ends_with("addr")
+                        || arg.ends_with("target")
+                        || arg.ends_with("local_addr()");
+                    if !names_an_address && !resolver {
+                        found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        resolver_lookups, 1,
+        "upstream/resolve.rs resolves in one call"
+    );
+    assert!(
+        found.is_empty(),
+        "names resolved or dialled outside upstream::resolve:\n{}",
+        found.join("\n")
+    );
+}

@@ -312,7 +312,28 @@ async fn every_refusal_leaves_a_record() {
             .await;
         assert_eq!(http1_send(tls, req).await.status(), status);
     }
+    // Destinations refused at CONNECT: one record each, with the reason.
+    let connects = [
+        ("no-such-host.invalid", 502, "does not resolve"),
+        ("localhost", 403, "loopback"),
+    ];
+    for (host, status, _) in connects {
+        let authority = format!("{host}:443");
+        assert_eq!(proxy.connect(&authority).await.unwrap_err().0, status);
+    }
     proxy.terminate(std::time::Duration::from_secs(10));
+    let all = records(&audit);
+    for (host, _, reason) in connects {
+        let theirs: Vec<&Value> = all
+            .iter()
+            .filter(|r| r["destination"]["host"] == host)
+            .collect();
+        assert_eq!(theirs.len(), 1, "{host}: {theirs:?}");
+        assert_eq!(theirs[0]["stage"], "connect", "{host}");
+        // The policy's decision, and the refusal that overrode it.
+        let why = theirs[0]["error"].as_str().unwrap_or_default();
+        assert!(why.contains(reason), "{host}: {:?}", theirs[0]);
+    }
     let refusals: Vec<Value> = records(&audit)
         .into_iter()
         .filter(|r| r["stage"] == "request")

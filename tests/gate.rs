@@ -254,19 +254,23 @@ async fn coded_bodies_are_decoded_scanned_and_forwarded_as_sent() {
         assert_eq!(answer.status, 413, "{}", answer.body);
     }
     // Corrupt coding: a 400 that says which.
-    let answer = g.chat(Http::One, &["content-encoding: gzip"], b"not gzip");
-    assert_refused(&answer, 400, "not valid gzip", &g.proxy.logs());
+    for http in BOTH {
+        let answer = g.chat(http, &["content-encoding: gzip"], b"not gzip");
+        assert_refused(&answer, 400, "not valid gzip", &g.proxy.logs());
+    }
     assert_eq!(g.reached_openai(), 2);
 
     // A coding ecluse cannot undo leaves the body unread: undeclared, it is
     // confidential; declared public, it passes as declared.
-    let answer = g.chat(Http::One, &["content-encoding: compress"], &personal);
-    assert_refused(
-        &answer,
-        403,
-        "unknown_coding at body: Content-Encoding compress",
-        &g.proxy.logs(),
-    );
+    for http in BOTH {
+        let answer = g.chat(http, &["content-encoding: compress"], &personal);
+        assert_refused(
+            &answer,
+            403,
+            "unknown_coding at body: Content-Encoding compress",
+            &g.proxy.logs(),
+        );
+    }
     let answer = g.chat(
         Http::Two,
         &[
@@ -728,4 +732,40 @@ async fn numbers_in_a_body_are_read_as_the_digits_they_are() {
         "temperature": 0.7, "messages": [{"role": "user", "content": "hi"}]});
     let answer = g.chat(Http::Two, &[], ordinary.to_string().as_bytes());
     assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+/// A plain-HTTP (absolute-form) call to an LLM API host meets the same gate
+/// as one through CONNECT: personal data is refused, nothing is forwarded;
+/// a clean call passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_calls_to_an_llm_host_meet_the_gate() {
+    let openai = MockUpstream::start(
+        None,
+        Arc::new(|_req: &Recorded| MockResponse::json(200, chat_completion("gpt-4o", "ok"))),
+    )
+    .await;
+    let proxy = Proxy::start(&upstream_yaml(&[("api.openai.com:80", openai.addr)], None));
+    let send = |body: Vec<u8>| {
+        let (code, out, err) = curl(&[
+            "--proxy",
+            &proxy.proxy_url(),
+            "-H",
+            "content-type: application/json",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            std::str::from_utf8(&body).unwrap(),
+            "http://api.openai.com/v1/chat/completions",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (body, status) = out.rsplit_once('\n').unwrap();
+        (status.to_string(), body.to_string())
+    };
+    let (status, body) = send(chat_body(&format!("Pay to {IBAN} please")));
+    assert_eq!(status, "403", "{body}\n{}", proxy.logs());
+    assert!(body.contains("personal data"), "{body}");
+    assert!(openai.recorded().is_empty(), "personal data reached OpenAI");
+    let (status, body) = send(chat_body("What is the capital of France?"));
+    assert_eq!(status, "200", "{body}\n{}", proxy.logs());
+    assert_eq!(openai.recorded().len(), 1);
 }

@@ -517,6 +517,62 @@ async fn an_answer_with_both_length_and_chunked_framing_is_502_and_never_pooled(
     }
 }
 
+/// SECURITY #12: an answer whose head cannot be read unambiguously is a 502,
+/// and its connection is never used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_broken_head_is_502_and_never_pooled() {
+    let heads = [
+        (
+            "/v1/status",
+            "HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\n{}",
+        ),
+        ("/v1/garbage", "hello there\r\n\r\n"),
+        (
+            "/v1/length",
+            "HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n{}",
+        ),
+        (
+            "/v1/lengths",
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+        ),
+        (
+            "/v1/plus",
+            "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n{}",
+        ),
+        (
+            "/v1/nul",
+            "HTTP/1.1 200 OK\r\nx-bad: a\x00b\r\ncontent-length: 2\r\n\r\n{}",
+        ),
+    ];
+    let handler: Handler = Arc::new(move |req: &Recorded| {
+        let (_, answer) = heads
+            .iter()
+            .find(|(path, _)| *path == req.path)
+            .unwrap_or_else(|| panic!("no raw answer for {}", req.path));
+        raw(answer.to_string(), AfterRaw::KeepAlive)
+    });
+    let s = setup_raw(handler, "").await;
+    let mut failures = Vec::new();
+    for (i, (path, _)) in heads.iter().enumerate() {
+        let (status, text) = send_on_a_new_connection(
+            &s.proxy,
+            post_json("api.openai.com", path, r#"{"model":"m"}"#),
+        )
+        .await;
+        if status != 502 {
+            failures.push(format!("{path}: {status} {text}"));
+        }
+        let connections = s.openai.connections.load(Ordering::SeqCst);
+        if connections != i + 1 {
+            failures.push(format!(
+                "{path}: {connections} upstream connections after {} calls",
+                i + 1
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{}", s.proxy.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_body_reaches_the_upstream_whole() {
     let s = setup("").await;
@@ -653,6 +709,63 @@ async fn paced_sse_reaches_the_client_as_it_is_sent() {
         "events arrived in {} bursts",
         arrivals.len()
     );
+}
+
+/// SECURITY #15, scaled down: a stream that lasts longer than every
+/// configured timeout, its events within the inter-chunk gap, reaches the
+/// client whole over HTTP/1.1 and HTTP/2 (no timeout bounds a call's total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_every_timeout_survives_over_h1_and_h2() {
+    let pki = TestPki::new();
+    let events: Vec<String> = (0..8).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let handler_events = events.clone();
+    let mock = MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(move |_req: &Recorded| MockResponse::Sse {
+            events: handler_events.clone(),
+            gap: Duration::from_millis(700),
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&format!(
+        "{}timeouts: {{ header_read: 1s, first_byte: 1s, stream_idle: 2s, keepalive_idle: 1s, tunnel_idle: 1s }}\n",
+        upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path))
+    ));
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+    let h1 = async {
+        let tls = proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", body),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        body_text(resp).await
+    };
+    let h2 = async {
+        let tls = proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+        let req = hyper::Request::post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = http2_send(tls, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        body_text(resp).await
+    };
+    let started = Instant::now();
+    let (one, two) = tokio::join!(h1, h2);
+    assert!(started.elapsed() > Duration::from_secs(4));
+    for (version, text) in [("HTTP/1.1", one), ("HTTP/2", two)] {
+        for e in &events {
+            assert!(
+                text.contains(e.as_str()),
+                "{version}: {text}\n{}",
+                proxy.logs()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1135,14 +1248,21 @@ async fn upstream_with_a_wrong_name_certificate_is_502() {
         openai_handler(),
     )
     .await;
+    // Signed by the trusted CA for the right name, but expired.
+    let expired = MockUpstream::start(
+        Some(pki.expired_config(&["api.mistral.ai"])),
+        openai_handler(),
+    )
+    .await;
     let proxy = Proxy::start(&upstream_yaml(
         &[
             ("api.openai.com:443", wrong_name.addr),
             ("api.anthropic.com:443", self_signed.addr),
+            ("api.mistral.ai:443", expired.addr),
         ],
         Some(&pki.ca_path),
     ));
-    for host in ["api.openai.com", "api.anthropic.com"] {
+    for host in ["api.openai.com", "api.anthropic.com", "api.mistral.ai"] {
         let tls = proxy
             .connect_tls(&format!("{host}:443"), &[b"http/1.1"])
             .await;
@@ -1155,6 +1275,7 @@ async fn upstream_with_a_wrong_name_certificate_is_502() {
         );
     }
     assert!(wrong_name.recorded().is_empty() && self_signed.recorded().is_empty());
+    assert!(expired.recorded().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1193,6 +1314,41 @@ async fn misdirected_host_inside_a_tunnel_is_421() {
     let resp = http1_send(tls, post_json("evil.example", "/v1/chat/completions", "{}")).await;
     assert_eq!(resp.status(), 421);
     assert!(s.openai.recorded().is_empty());
+}
+
+/// SECURITY #5 where a request names its host twice: an absolute-form
+/// target and a `Host`, or HTTP/2's `:authority` and a `host` field. Either
+/// naming another host than the tunnel's is refused; nothing is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_name_for_the_host_inside_a_tunnel_is_refused() {
+    let s = setup("").await;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        b"POST https://api.openai.com/v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let (head, body) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}{body}");
+    // hyper's HTTP/2 client sends a `host` field as it is given.
+    let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+    let req = hyper::Request::post("https://api.openai.com/v1/chat/completions")
+        .header("host", "evil.example")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    match http2_send(tls, req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let text = body_text(resp).await;
+            assert!(status.is_client_error(), "{status} {text}");
+        }
+        Err(e) => assert!(format!("{e:?}").contains("Reset"), "{e:?}"),
+    }
+    assert!(s.openai.recorded().is_empty(), "{:?}", s.openai.recorded());
 }
 
 /// Some clients send their TLS ClientHello right behind the CONNECT head,
@@ -1252,6 +1408,43 @@ async fn sni_differing_from_connect_is_refused() {
     assert!(logged, "{}", s.proxy.logs());
 }
 
+/// SECURITY #20: a client that refuses the minted certificate (it pins, or
+/// does not trust ecluse's CA) is logged and counted, and its next attempt
+/// is intercepted again: never switched to a blind tunnel, which a client
+/// trusting the upstream's own CA would accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_rejects_the_minted_certificate_is_counted_never_tunnelled() {
+    let s = setup("").await;
+    for attempt in 1..=2 {
+        let tcp = s.proxy.connect("api.openai.com:443").await.unwrap();
+        let result = tls_connect(
+            tcp,
+            "api.openai.com",
+            std::slice::from_ref(&s.pki.ca_path),
+            &[],
+        )
+        .await;
+        assert!(
+            result.is_err(),
+            "attempt {attempt}: a client trusting only the upstream's CA completed a handshake"
+        );
+        await_metric(
+            &s.proxy,
+            &format!("ecluse_tls_client_rejections_total {attempt}\n"),
+        )
+        .await;
+    }
+    assert!(
+        s.proxy
+            .logs()
+            .contains("client rejected the certificate minted for api.openai.com"),
+        "{}",
+        s.proxy.logs()
+    );
+    assert_eq!(s.openai.connections.load(Ordering::SeqCst), 0);
+    assert!(s.openai.recorded().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_and_malformed_framing_get_400_and_close() {
     let s = setup("").await;
@@ -1266,7 +1459,21 @@ async fn smuggling_and_malformed_framing_get_400_and_close() {
         "POST /v1/chat/completions HTTP/1.1\nHost: api.openai.com\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\nGET /smuggled HTTP/1.1\nHost: api.openai.com\n\n",
         "POST /v1/chat/completions HTTP/1.1\nHost: api.openai.com\nContent-Length: 5\nContent-Length: 6\n\nhello!",
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 4\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api.openai.com\r\n\r\n",
+        // A length in hex, and codings that do not end in chunked (in one
+        // header or spread over two).
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 0x10\r\n\r\n0123456789abcdef",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        // Both framings, Transfer-Encoding first.
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        // A bare CR in a value, invalid names, whitespace before the colon.
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad: a\rb\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Bad(: x\r\nContent-Length: 0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length : 5\r\n\r\nhello",
     ];
+    let mut failures = Vec::new();
     for attack in attacks {
         let mut tls = s
             .proxy
@@ -1276,15 +1483,260 @@ async fn smuggling_and_malformed_framing_get_400_and_close() {
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
         let text = String::from_utf8_lossy(&out);
-        assert!(read.is_ok(), "connection left open after {attack:?}");
-        assert!(text.starts_with("HTTP/1.1 400"), "{attack:?} -> {text}");
-        assert_eq!(
-            text.matches("HTTP/1.1").count(),
-            1,
-            "a second response: {text}"
-        );
+        if read.is_err() {
+            failures.push(format!("connection left open after {attack:?}"));
+        } else if !text.starts_with("HTTP/1.1 400") {
+            failures.push(format!("{attack:?} -> {text}"));
+        } else if text.matches("HTTP/1.1").count() != 1 {
+            failures.push(format!("{attack:?}: a second response: {text}"));
+        }
     }
+    assert!(failures.is_empty(), "{failures:#?}");
     assert!(s.openai.recorded().is_empty(), "{:?}", s.openai.recorded());
+}
+
+/// An HPACK literal header field, never indexed, without Huffman coding:
+/// it carries names and values hyper's client would refuse to send.
+fn hpack_literal(name: &str, value: &str) -> Vec<u8> {
+    assert!(name.len() < 127 && value.len() < 127);
+    let mut out = vec![0x10, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// An HTTP/2 frame: type, flags, stream id and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// How the proxy ended HTTP/2 stream 1.
+#[derive(Debug, PartialEq)]
+enum H2End {
+    /// A HEADERS frame on the stream: an answer.
+    Answered,
+    /// RST_STREAM on it, or GOAWAY for the connection.
+    Reset,
+    /// Neither within the wait, or the connection closed.
+    Nothing,
+}
+
+/// Sends the client preface, `headers` as stream 1 and `data` (if any) as
+/// its body, then reads frames until stream 1 is answered or reset.
+async fn h2_raw_call<S>(mut stream: S, headers: &[(&str, &str)], data: Option<&[u8]>) -> H2End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    let block: Vec<u8> = headers
+        .iter()
+        .flat_map(|(k, v)| hpack_literal(k, v))
+        .collect();
+    let end_headers = 0x4;
+    let end_stream = 0x1;
+    match data {
+        None => out.extend(h2_frame(HEADERS, end_headers | end_stream, 1, &block)),
+        Some(body) => {
+            out.extend(h2_frame(HEADERS, end_headers, 1, &block));
+            out.extend(h2_frame(0, end_stream, 1, body));
+        }
+    }
+    stream.write_all(&out).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut head = [0u8; 9];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => return H2End::Nothing,
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return H2End::Nothing;
+        }
+        match kind {
+            SETTINGS if flags & 0x1 == 0 => {
+                stream
+                    .write_all(&h2_frame(SETTINGS, 0x1, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            PING if flags & 0x1 == 0 => {
+                stream
+                    .write_all(&h2_frame(PING, 0x1, 0, &payload))
+                    .await
+                    .unwrap();
+            }
+            HEADERS if id == 1 => return H2End::Answered,
+            RST_STREAM if id == 1 => return H2End::Reset,
+            GOAWAY => return H2End::Reset,
+            _ => {}
+        }
+    }
+}
+
+/// SECURITY #9: an HTTP/2 request with connection-specific headers, or
+/// whose DATA does not add up to its content-length, is a stream error and
+/// never reaches the upstream. The frames are written by hand: hyper's
+/// client refuses to send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http2_requests_are_reset_and_never_forwarded() {
+    let s = setup("").await;
+    let body = br#"{"model":"gpt-4o","messages":[]}"#;
+    let length = body.len().to_string();
+    let base = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "api.openai.com"),
+        (":path", "/v1/chat/completions"),
+        ("content-type", "application/json"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, String)> {
+        base.iter()
+            .chain(extra)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
+    };
+    // The hand-written client is heard when its request is well formed.
+    let mut good = with(&[]);
+    good.push(("content-length", length.clone()));
+    let call = |headers: Vec<(&'static str, String)>, data: Vec<u8>| {
+        let proxy = &s.proxy;
+        async move {
+            let tls = proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h2_raw_call(tls, &pairs, Some(&data)).await
+        }
+    };
+    assert_eq!(call(good, body.to_vec()).await, H2End::Answered);
+    assert_eq!(s.openai.recorded().len(), 1, "{}", s.proxy.logs());
+
+    type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+    let mut cases: Vec<Case> = vec![
+        (
+            "connection",
+            with(&[("connection", "keep-alive")]),
+            body.to_vec(),
+        ),
+        (
+            "keep-alive",
+            with(&[("keep-alive", "timeout=5")]),
+            body.to_vec(),
+        ),
+        (
+            "proxy-connection",
+            with(&[("proxy-connection", "keep-alive")]),
+            body.to_vec(),
+        ),
+        (
+            "transfer-encoding",
+            with(&[("transfer-encoding", "chunked")]),
+            body.to_vec(),
+        ),
+        ("upgrade", with(&[("upgrade", "websocket")]), body.to_vec()),
+        (
+            "te other than trailers",
+            with(&[("te", "gzip")]),
+            body.to_vec(),
+        ),
+        ("upper-case name", with(&[("X-Upper", "1")]), body.to_vec()),
+    ];
+    let mut short = with(&[]);
+    short.push(("content-length", (body.len() + 10).to_string()));
+    cases.push(("DATA shorter than content-length", short, body.to_vec()));
+    let mut long = with(&[]);
+    long.push(("content-length", (body.len() - 10).to_string()));
+    cases.push(("DATA longer than content-length", long, body.to_vec()));
+    let mut failures = Vec::new();
+    for (case, headers, data) in cases {
+        let end = call(headers, data).await;
+        if end != H2End::Reset {
+            failures.push(format!("{case}: {end:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{}", s.proxy.logs());
+    // SECURITY #11 over HTTP/2: CONNECT and extended CONNECT (RFC 8441,
+    // WebSocket) inside the tunnel are refused or reset, never relayed.
+    let connects: [&[(&str, &str)]; 2] = [
+        &[(":method", "CONNECT"), (":authority", "api.openai.com:443")],
+        &[
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":authority", "api.openai.com"),
+            (":path", "/v1/realtime"),
+            ("sec-websocket-version", "13"),
+        ],
+    ];
+    let upstream_connections = s.openai.connections.load(Ordering::SeqCst);
+    for headers in connects {
+        let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+        let end = h2_raw_call(tls, headers, None).await;
+        assert_ne!(end, H2End::Nothing, "{headers:?}");
+    }
+    assert_eq!(
+        s.openai.connections.load(Ordering::SeqCst),
+        upstream_connections,
+        "a CONNECT inside the tunnel reached the upstream"
+    );
+    assert_eq!(
+        s.openai.recorded().len(),
+        1,
+        "a malformed HTTP/2 request reached the upstream"
+    );
+}
+
+/// What a chunked body carries beside its data (chunk extensions, trailer
+/// fields) is not scanned, so it must never reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_extensions_and_trailers_are_not_forwarded() {
+    // A raw mock: it records the head as sent, framing included.
+    let handler: Handler = Arc::new(|_req: &Recorded| {
+        raw(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                .into(),
+            AfterRaw::KeepAlive,
+        )
+    });
+    let s = setup_raw(handler, "").await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut tls = s
+        .proxy
+        .connect_tls("api.openai.com:443", &[b"http/1.1"])
+        .await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTrailer: x-note\r\n\r\n{:x};note=DE89370400440532013000\r\n{body}\r\n0\r\nx-note: IBAN DE89 3704 0044 0532 0130 00\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let (head, answer) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}{answer}");
+    let recorded = s.openai.recorded();
+    assert_eq!(recorded.len(), 1);
+    // Re-framed by length: no chunk, extension or trailer goes on.
+    let length = body.len().to_string();
+    assert_eq!(recorded[0].header("content-length"), Some(length.as_str()));
+    assert!(recorded[0].header("transfer-encoding").is_none());
+    assert!(recorded[0].header("trailer").is_none());
+    assert_eq!(recorded[0].body, body.as_bytes());
+    let seen = format!("{:?}", recorded[0].headers);
+    assert!(!seen.contains("DE89"), "{seen}");
+    assert!(recorded[0].header("x-note").is_none(), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1307,6 +1759,21 @@ async fn oversize_headers_get_431() {
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     }
+    // Over HTTP/2: the same limits, and nothing is forwarded.
+    for (count, size) in [(120, 8), (2, 40 * 1024)] {
+        let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+        let mut req = hyper::Request::get("https://api.openai.com/v1/models");
+        for i in 0..count {
+            req = req.header(format!("x-h{i}"), "v".repeat(size));
+        }
+        let req = req.body(Full::new(Bytes::new())).unwrap();
+        match http2_send(tls, req).await {
+            Ok(resp) => assert_eq!(resp.status(), 431, "{count} x {size} bytes"),
+            // A header list over the h2 server's own bound is reset.
+            Err(e) => assert!(format!("{e:?}").contains("Reset"), "{e:?}"),
+        }
+    }
+    assert!(s.openai.recorded().is_empty());
     // On the CONNECT itself too.
     let mut tcp = tokio::net::TcpStream::connect(s.proxy.listen)
         .await
@@ -1444,6 +1911,73 @@ async fn a_head_trickled_inside_a_tunnel_is_cut_at_the_header_timeout() {
     let tls = s.proxy.connect_tls("api.openai.com:443", &[]).await;
     let (answer, elapsed) = trickle_head(tls, SLOW_HEAD, Duration::from_secs(2)).await;
     assert_head_timeout(&answer, elapsed);
+    assert!(s.openai.recorded().is_empty());
+}
+
+/// SECURITY #35 over HTTP/2: a HEADERS frame trickled a byte at a time,
+/// slower than the header timeout, does not hold the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_over_http2_is_cut_at_the_header_timeout() {
+    let s = setup("timeouts: { header_read: 3s }\n").await;
+    let tls = s.proxy.connect_tls("api.openai.com:443", &[b"h2"]).await;
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let block: Vec<u8> = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "api.openai.com"),
+        (":path", "/v1/models"),
+        ("user-agent", "trickle"),
+    ]
+    .iter()
+    .flat_map(|(k, v)| hpack_literal(k, v))
+    .collect();
+    let headers = h2_frame(1, 0x4 | 0x1, 1, &block);
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(4, 0, 0, &[]));
+        tx.write_all(&out).await?;
+        for byte in headers {
+            // The pauses are the trickle under test.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.write_all(&[byte]).await?;
+        }
+        Ok::<_, std::io::Error>(tx)
+    });
+    // Read until the proxy gives up on the connection, or answers.
+    let mut answered = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut head = [0u8; 9];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if rx.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            // GOAWAY, or RST_STREAM on the trickled stream.
+            7 => break,
+            3 if id == 1 => break,
+            1 if id == 1 => {
+                answered = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    writer.abort();
+    assert!(!answered, "the trickled request was answered");
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "a trickled HTTP/2 head stayed open {elapsed:?}"
+    );
     assert!(s.openai.recorded().is_empty());
 }
 
@@ -1719,6 +2253,67 @@ async fn too_many_connections_get_503() {
     let (status, text) = s.proxy.connect("api.openai.com:443").await.unwrap_err();
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("overloaded"), "{text}");
+}
+
+/// A field of /proc/<pid>/status, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// SECURITY #16 under a flood: a thousand connections over the cap, at
+/// once, are each refused with 503; ecluse stays up and serving, and its
+/// memory does not grow with the refused connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_over_the_cap_is_refused_in_bounded_memory() {
+    let s = setup("limits: { max_connections: 4 }\n").await;
+    let held: Vec<_> = futures_util::future::join_all(
+        (0..4).map(|_| s.proxy.connect_tls("api.openai.com:443", &[b"http/1.1"])),
+    )
+    .await;
+    let before = proc_kib(s.proxy.pid(), "VmRSS:");
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let answers =
+            futures_util::future::join_all((0..250).map(|_| s.proxy.connect("api.openai.com:443")))
+                .await;
+        for answer in answers {
+            let status = answer.err().map(|(status, _)| status).unwrap_or(200);
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        statuses,
+        [(503, 1000)].into_iter().collect(),
+        "{statuses:?}"
+    );
+    let after = proc_kib(s.proxy.pid(), "VmRSS:");
+    assert!(
+        after < before + 16 * 1024,
+        "resident memory grew from {before} to {after} KiB over 1000 refused connections"
+    );
+    // Still serving: the held connections carry calls, and once they are
+    // gone new ones are accepted.
+    for tls in held {
+        let resp = http1_send(
+            tls,
+            post_json("api.openai.com", "/v1/chat/completions", "{}"),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.proxy.connect("api.openai.com:443").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no connection accepted after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -654,7 +654,7 @@ async fn https_remotes_with_a_token_and_plain_paths_work() {
     );
     let server = MockUpstream::start(
         Some(pki.server_config(&["localhost"])),
-        common::git_http::git_http_handler(served.path().to_path_buf(), basic),
+        common::git_http::git_http_handler(served.path().to_path_buf(), basic.clone()),
     )
     .await;
     let secrets = tempfile::tempdir().unwrap();
@@ -674,10 +674,37 @@ async fn https_remotes_with_a_token_and_plain_paths_work() {
         "{}{policy}",
         upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path))
     );
+    // A `git` first on ecluse's PATH that records every command line it is
+    // given, then runs the real one: the token must be on none of them.
+    let shims = tempfile::tempdir().unwrap();
+    let argv_log = shims.path().join("argv.log");
+    let real_git = Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    let real_git = String::from_utf8(real_git.stdout).unwrap();
+    let shim = shims.path().join("git");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            argv_log.display(),
+            real_git.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        shims.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let proxy = Arc::new(
-        tokio::task::spawn_blocking(move || Proxy::start(&yaml))
-            .await
-            .unwrap(),
+        tokio::task::spawn_blocking(move || {
+            Proxy::start_with_env(tempfile::tempdir().unwrap(), &yaml, &[("PATH", &path)])
+        })
+        .await
+        .unwrap(),
     );
     let (_, status) = admin(&proxy, "GET", "/policy").await;
     assert_eq!(
@@ -711,6 +738,18 @@ async fn https_remotes_with_a_token_and_plain_paths_work() {
     assert_eq!(code, 422, "{outcome}");
     assert_eq!(outcome["outcome"]["rejected"]["step"], "fetch");
     assert!(!outcome.to_string().contains("wrong-token"));
+    // Every git command line ecluse ran, fetches included, is free of both
+    // tokens and of the Basic credential built from them.
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    assert!(argv.contains("fetch"), "the shim saw no fetch: {argv}");
+    let wrong_basic = base64_of(b"x-access-token:wrong-token");
+    for secret in [token, "wrong-token", basic.as_str(), wrong_basic.as_str()] {
+        let bare = secret.trim_start_matches("Basic ");
+        assert!(
+            !argv.contains(bare),
+            "a token on a git command line: {argv}"
+        );
+    }
 
     // A plain local path as the URL.
     let local = start(

@@ -354,3 +354,108 @@ async fn a_body_too_complex_to_translate_is_refused_not_parsed() {
     assert!(text.contains("rerouted to target mistral"), "{text}");
     assert!(w.mistral.recorded().is_empty() && w.openai.recorded().is_empty());
 }
+
+/// SECURITY #25, #26 and #40 end to end: every client credential header
+/// stays behind on a reroute (the target sees only its own key), and
+/// hop-by-hop headers, with those the client named in `Connection`, reach
+/// neither the target nor the original destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_and_hop_by_hop_headers_never_reach_a_target() {
+    let w = world("{ gpt-4o: mistral-large-latest }").await;
+    const CREDENTIALS: &[(&str, &str)] = &[
+        ("openai-organization", "org-canary-25"),
+        ("openai-project", "proj-canary-25"),
+        ("api-key", "azure-canary-25"),
+        ("x-api-key", "anthropic-canary-25"),
+        ("x-goog-api-key", "google-canary-25"),
+        ("cookie", "session=cookie-canary-25"),
+    ];
+    const HOP_BY_HOP: &[(&str, &str)] = &[
+        ("proxy-authorization", "Basic cHJveHktY2FuYXJ5LTI1"),
+        ("connection", "keep-alive, x-hop-named"),
+        ("x-hop-named", "named-in-connection"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "trailers"),
+    ];
+    let call = |classification: &str| {
+        let mut req = post_json(
+            "api.openai.com",
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#,
+        );
+        let headers = req.headers_mut();
+        headers.insert(
+            "authorization",
+            format!("Bearer {CLIENT_KEY}").parse().unwrap(),
+        );
+        headers.insert("x-data-classification", classification.parse().unwrap());
+        headers.insert("x-app", "billing".parse().unwrap());
+        for (k, v) in CREDENTIALS.iter().chain(HOP_BY_HOP) {
+            headers.insert(*k, v.parse().unwrap());
+        }
+        req
+    };
+    let send = |req| async {
+        let tls = w
+            .proxy
+            .connect_tls("api.openai.com:443", &[b"http/1.1"])
+            .await;
+        let resp = http1_send(tls, req).await;
+        let status = resp.status().as_u16();
+        (status, body_text(resp).await)
+    };
+    let gone = |r: &Recorded, names: &[(&str, &str)], to: &str| {
+        for (name, value) in names {
+            assert!(r.header(name).is_none(), "{name} reached {to}");
+            let all = format!("{:?}", r.headers);
+            assert!(!all.contains(value), "{value} of {name} reached {to}");
+        }
+        assert!(
+            r.header("x-hop-named").is_none(),
+            "x-hop-named reached {to}"
+        );
+    };
+
+    let (status, text) = send(call("personal")).await;
+    assert_eq!(status, 200, "{text}\n{}", w.proxy.logs());
+    let recorded = w.mistral.recorded();
+    assert_eq!(recorded.len(), 1);
+    let r = &recorded[0];
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {MISTRAL_KEY}").as_str())
+    );
+    assert_eq!(
+        r.headers
+            .iter()
+            .filter(|(k, _)| k == "authorization")
+            .count(),
+        1
+    );
+    assert!(!format!("{:?}", r.headers).contains(CLIENT_KEY));
+    gone(r, CREDENTIALS, "the reroute target");
+    gone(r, HOP_BY_HOP, "the reroute target");
+    assert!(w.openai.recorded().is_empty());
+
+    // Allowed to its own destination, the client's credentials go with the
+    // call; hop-by-hop headers never do.
+    let (status, text) = send(call("public")).await;
+    assert_eq!(status, 200, "{text}\n{}", w.proxy.logs());
+    let recorded = w.openai.recorded();
+    assert_eq!(recorded.len(), 1);
+    let r = &recorded[0];
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {CLIENT_KEY}").as_str())
+    );
+    assert_eq!(r.header("openai-project"), Some("proj-canary-25"));
+    assert_eq!(r.header("x-app"), Some("billing"));
+    gone(r, HOP_BY_HOP, "OpenAI");
+
+    let logs = w.proxy.logs();
+    for (name, value) in CREDENTIALS.iter().chain(HOP_BY_HOP.iter().take(1)) {
+        assert!(!logs.contains(value), "{name} in ecluse's log");
+    }
+    assert!(!logs.contains(CLIENT_KEY) && !logs.contains(MISTRAL_KEY));
+}

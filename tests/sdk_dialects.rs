@@ -225,14 +225,14 @@ async fn each_sdk_raises_its_own_permission_error_with_ecluses_reason() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigv4_signed_bedrock_call_reaches_the_upstream_verifiable() {
-    let host = "bedrock-runtime.us-east-1.amazonaws.com";
-    let pki = TestPki::new();
-    let verdicts = Arc::new(std::sync::Mutex::new(Vec::new()));
+type Verdicts = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A mock Bedrock for `host` with Bedrock's own check: the signature is
+/// recomputed by botocore's signer over what arrived, and a mismatch is
+/// Bedrock's 403. The verdicts, one per call.
+async fn bedrock_verifying_signatures(pki: &TestPki, host: &str) -> (MockUpstream, Verdicts) {
+    let verdicts: Verdicts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = verdicts.clone();
-    // Bedrock's own check: the signature is recomputed by botocore's signer
-    // over what arrived, and a mismatch is Bedrock's 403.
     let mock = MockUpstream::start(
         Some(pki.server_config(&[host])),
         Arc::new(move |req: &Recorded| {
@@ -262,6 +262,14 @@ async fn a_sigv4_signed_bedrock_call_reaches_the_upstream_verifiable() {
         }),
     )
     .await;
+    (mock, verdicts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigv4_signed_bedrock_call_reaches_the_upstream_verifiable() {
+    let host = "bedrock-runtime.us-east-1.amazonaws.com";
+    let pki = TestPki::new();
+    let (mock, verdicts) = bedrock_verifying_signatures(&pki, host).await;
     let proxy = Arc::new(Proxy::start(&upstream_yaml(
         &[(&format!("{host}:443"), mock.addr)],
         Some(&pki.ca_path),
@@ -299,6 +307,96 @@ async fn a_sigv4_signed_bedrock_call_reaches_the_upstream_verifiable() {
         !proxy.logs().contains("canary-0000"),
         "credential in the log"
     );
+}
+
+/// Signs a Converse request with botocore, as the SDK does, and prints its
+/// URL, headers and body for another client (curl) to send as they are.
+const SIGN_ONLY: &str = r#"
+import json, sys
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+body = json.dumps({"messages": [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]})
+request = AWSRequest(method="POST", url="https://" + sys.argv[1] + "/model/test-model/converse", data=body,
+                     headers={"content-type": "application/json", "x-data-classification": "public",
+                              "accept-encoding": "gzip", "x-app-signed": "kept"})
+SigV4Auth(Credentials("AKIDTESTCANARY0000", "test-secret-canary-0000"), "bedrock", "us-east-1").add_auth(request)
+print(json.dumps({"url": request.url, "headers": dict(request.headers), "body": body}))
+"#;
+
+/// SECURITY #41 over HTTP/1.1 and HTTP/2: a request signed over its
+/// headers (SigV4) reaches the upstream with every signed header and the
+/// body as signed, whichever protocol the client spoke inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigv4_signed_request_stays_verifiable_over_h1_and_h2() {
+    let host = "bedrock-runtime.us-east-1.amazonaws.com";
+    let pki = TestPki::new();
+    let (mock, verdicts) = bedrock_verifying_signatures(&pki, host).await;
+    let proxy = Proxy::start(&upstream_yaml(
+        &[(&format!("{host}:443"), mock.addr)],
+        Some(&pki.ca_path),
+    ));
+    let ca = proxy.ca_path();
+    for http in ["--http1.1", "--http2"] {
+        let out = Command::new(common::python::python())
+            .args(["-c", SIGN_ONLY, host])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut args: Vec<String> = [
+            http,
+            "--proxy",
+            &proxy.proxy_url(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        for (k, v) in signed["headers"].as_object().unwrap() {
+            args.push("-H".into());
+            args.push(format!("{k}: {}", v.as_str().unwrap()));
+        }
+        args.push("--data-binary".into());
+        args.push(signed["body"].as_str().unwrap().into());
+        args.push(signed["url"].as_str().unwrap().into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = curl(&args);
+        assert_eq!(code, 0, "{http}: {err}");
+        let (body, tail) = out.rsplit_once('\n').unwrap();
+        let want = if http == "--http2" {
+            "200 2"
+        } else {
+            "200 1.1"
+        };
+        assert_eq!(tail, want, "{http}: {body}\n{}", proxy.logs());
+    }
+    let verdicts = verdicts.lock().unwrap().clone();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    for verdict in &verdicts {
+        assert_eq!(verdict["valid"], true, "{verdicts:?}");
+        let signed = verdict["signed"].to_string();
+        for name in [
+            "host",
+            "x-amz-date",
+            "x-data-classification",
+            "x-app-signed",
+        ] {
+            assert!(signed.contains(name), "{name} not signed: {signed}");
+        }
+    }
+    for r in mock.recorded() {
+        assert_eq!(r.header("x-data-classification"), Some("public"));
+        assert_eq!(r.header("x-app-signed"), Some("kept"));
+        assert_eq!(r.header("accept-encoding"), Some("gzip"));
+    }
 }
 
 /// [`SIGNED`] through `proxy`, off the async runtime: what it printed.

@@ -8,6 +8,12 @@
 //! (`logging`). Past the deadline reads fail, and the 408 is written when
 //! pingora closes the connection.
 //!
+//! HTTP/2 heads are HEADERS frames, which pingora's h2 server reads with no
+//! deadline at all. There the wrapper follows the frame layer itself
+//! ([`H2Heads`]) and runs a clock of its own, from the first byte of a
+//! header block (or of the preface, or of a frame header) until the block
+//! is whole; past the deadline the connection's reads fail and it closes.
+//!
 //! The same wrapper joins a response head to the body that follows it:
 //! pingora writes the head, then each body chunk, and flushes after the
 //! chunk. Written as they come, head and first chunk are two TLS records, and
@@ -105,6 +111,125 @@ impl HeadClock {
     }
 }
 
+/// Where the reader of an HTTP/2 connection is with regard to request heads,
+/// from the frame layer only (RFC 9113 4.1, 6.2, 6.10): no HPACK. Pure: it
+/// is fed the bytes as they are read.
+#[derive(Debug)]
+pub struct H2Heads {
+    /// Bytes of the client preface still to come.
+    preface_left: usize,
+    /// The frame header being read, and how much of it has come.
+    header: [u8; 9],
+    header_len: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// Inside a header block: from a HEADERS (or PUSH_PROMISE) frame until
+    /// the end of the frame that carries END_HEADERS.
+    in_block: bool,
+    /// The current frame ends its header block.
+    ends_block: bool,
+}
+
+/// What a read did to the heads of an HTTP/2 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Progress {
+    /// A head (preface, frame header or header block) was completed.
+    pub completed: bool,
+    /// A head is still incomplete after the bytes read.
+    pub pending: bool,
+}
+
+const H2_PREFACE_LEN: usize = 24;
+const H2_HEADERS: u8 = 0x1;
+const H2_PUSH_PROMISE: u8 = 0x5;
+const H2_CONTINUATION: u8 = 0x9;
+const H2_END_HEADERS: u8 = 0x4;
+
+impl Default for H2Heads {
+    fn default() -> Self {
+        H2Heads::new()
+    }
+}
+
+impl H2Heads {
+    pub fn new() -> H2Heads {
+        H2Heads {
+            preface_left: H2_PREFACE_LEN,
+            header: [0; 9],
+            header_len: 0,
+            payload_left: 0,
+            in_block: false,
+            ends_block: false,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.preface_left > 0 || self.header_len > 0 || self.in_block
+    }
+
+    /// Takes the bytes just read.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> H2Progress {
+        let mut completed = false;
+        while !bytes.is_empty() {
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                bytes = &bytes[n..];
+                completed |= self.preface_left == 0;
+                continue;
+            }
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+                if self.payload_left == 0 {
+                    completed |= self.end_of_frame();
+                }
+                continue;
+            }
+            let n = (self.header.len() - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len < self.header.len() {
+                break;
+            }
+            self.header_len = 0;
+            let [l0, l1, l2, kind, flags, ..] = self.header;
+            self.payload_left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
+            let ends = flags & H2_END_HEADERS != 0;
+            match kind {
+                H2_HEADERS | H2_PUSH_PROMISE => {
+                    self.in_block = true;
+                    self.ends_block = ends;
+                }
+                H2_CONTINUATION => self.ends_block = ends,
+                // Other frames inside a block are the h2 server's protocol
+                // error to find; they neither start nor end a head here.
+                _ => self.ends_block = false,
+            }
+            completed |= !self.in_block;
+            if self.payload_left == 0 {
+                completed |= self.end_of_frame();
+            }
+        }
+        H2Progress {
+            completed,
+            pending: self.pending(),
+        }
+    }
+
+    /// The current frame's payload is in; whether that ended a header block.
+    fn end_of_frame(&mut self) -> bool {
+        if self.in_block && self.ends_block {
+            self.in_block = false;
+            self.ends_block = false;
+            return true;
+        }
+        false
+    }
+}
+
 /// A stream that fails its reads once the current head is late. The 408 is
 /// written on shutdown: pingora shuts a connection down after a failed head
 /// read, and a reader cannot wait for a write to finish.
@@ -122,6 +247,9 @@ pub struct ClockedStream<S> {
     /// A small write (a response head) held back to go out with the next
     /// write, or at the next flush: see [`HOLD_MAX`].
     held: Vec<u8>,
+    /// For HTTP/2: the frame layer, which starts and stops the clock. No
+    /// 408 is written and no write is held back there.
+    h2: Option<H2Heads>,
 }
 
 /// Largest write held back to join the next one. Response heads are far
@@ -141,6 +269,34 @@ impl<S> ClockedStream<S> {
             timed_out: false,
             peeked: None,
             held: Vec::new(),
+            h2: None,
+        }
+    }
+
+    /// For an HTTP/2 connection: `clock` is this stream's alone, started
+    /// and stopped by the header blocks it reads (the proxy's hooks time
+    /// HTTP/1 heads only).
+    pub fn for_http2(inner: S, clock: Arc<HeadClock>) -> ClockedStream<S> {
+        ClockedStream {
+            h2: Some(H2Heads::new()),
+            ..ClockedStream::new(inner, clock)
+        }
+    }
+
+    /// Bytes were read: for HTTP/2 the frame layer moves the clock, for
+    /// HTTP/1 they start a head between requests.
+    fn arrived(&mut self, bytes: &[u8]) {
+        let now = Instant::now();
+        let Some(h2) = self.h2.as_mut() else {
+            self.clock.bytes_arrived(now);
+            return;
+        };
+        let progress = h2.feed(bytes);
+        if progress.completed || !progress.pending {
+            self.clock.request_done();
+        }
+        if progress.pending {
+            self.clock.bytes_arrived(now);
         }
     }
 
@@ -148,9 +304,12 @@ impl<S> ClockedStream<S> {
         let limit = self.clock.limit();
         if !self.timed_out {
             self.timed_out = true;
-            self.reply = Some(Bytes::from(
-                ProxyError::ClientTimeout(limit).to_h1_response(),
-            ));
+            // HTTP/2 has no place for an HTTP/1 answer: the connection closes.
+            if self.h2.is_none() {
+                self.reply = Some(Bytes::from(
+                    ProxyError::ClientTimeout(limit).to_h1_response(),
+                ));
+            }
         }
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -204,15 +363,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClockedStream<S> {
             buf.put_slice(&[byte]);
             // What else has arrived is read in the same call; nothing more
             // is not worth a wait, the peeked byte is returned alone.
-            return match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            let result = match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) | Poll::Pending => Poll::Ready(Ok(())),
             };
+            // The peeked byte went through `arrived` when it was read;
+            // the frame layer takes what came with it.
+            if this.h2.is_some() {
+                let after_peeked = buf.filled().get(before + 1..).unwrap_or_default();
+                if !after_peeked.is_empty() {
+                    this.arrived(after_peeked);
+                }
+            }
+            return result;
         }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.clock.bytes_arrived(Instant::now());
+                    this.arrived(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -301,7 +469,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.held.is_empty() && buf.len() <= HOLD_MAX {
+        if this.h2.is_none() && this.held.is_empty() && buf.len() <= HOLD_MAX {
             this.held.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
         }
@@ -318,7 +486,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
         if total == 0 {
             return Poll::Ready(Ok(0));
         }
-        if this.held.is_empty() && total <= HOLD_MAX {
+        if this.h2.is_none() && this.held.is_empty() && total <= HOLD_MAX {
             for buf in bufs {
                 this.held.extend_from_slice(buf);
             }
@@ -635,6 +803,147 @@ mod tests {
             assert_eq!(sent, [HEAD, &body, b"end"].concat(), "limit {limit}");
             assert!(stream.inner.writes.iter().all(|w| !w.is_empty()));
         }
+    }
+
+    fn frame(kind: u8, flags: u8, payload_len: usize) -> Vec<u8> {
+        let mut out = (payload_len as u32).to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        out.extend(std::iter::repeat_n(b'x', payload_len));
+        out
+    }
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// Each case: the reads, and after each whether a head is pending.
+    #[test]
+    fn http2_heads_are_followed_through_the_frame_layer() {
+        let settings = frame(0x4, 0, 6);
+        let headers_whole = frame(H2_HEADERS, H2_END_HEADERS | 0x1, 20);
+        let headers_open = frame(H2_HEADERS, 0, 20);
+        let continuation_end = frame(H2_CONTINUATION, H2_END_HEADERS, 10);
+        let continuation_more = frame(H2_CONTINUATION, 0, 10);
+        let data = frame(0x0, 0x1, 40);
+        let empty_block_end = frame(H2_CONTINUATION, H2_END_HEADERS, 0);
+        type Reads = Vec<(Vec<u8>, bool)>;
+        let cases: Vec<(&str, Reads)> = vec![
+            (
+                "preface in parts",
+                vec![
+                    (PREFACE[..5].to_vec(), true),
+                    (PREFACE[5..].to_vec(), false),
+                ],
+            ),
+            (
+                "preface and settings",
+                vec![([PREFACE, &settings].concat(), false)],
+            ),
+            (
+                "a frame header in parts",
+                vec![
+                    (PREFACE.to_vec(), false),
+                    (settings[..4].to_vec(), true),
+                    (settings[4..].to_vec(), false),
+                ],
+            ),
+            (
+                "a whole HEADERS frame",
+                vec![(PREFACE.to_vec(), false), (headers_whole.clone(), false)],
+            ),
+            (
+                "a HEADERS frame trickled",
+                vec![
+                    (PREFACE.to_vec(), false),
+                    (headers_whole[..12].to_vec(), true),
+                    (headers_whole[12..28].to_vec(), true),
+                    (headers_whole[28..].to_vec(), false),
+                ],
+            ),
+            (
+                "a block over CONTINUATIONs",
+                vec![
+                    (PREFACE.to_vec(), false),
+                    (headers_open.clone(), true),
+                    (continuation_more.clone(), true),
+                    (continuation_end.clone(), false),
+                ],
+            ),
+            (
+                "an empty CONTINUATION ends a block",
+                vec![
+                    (PREFACE.to_vec(), false),
+                    (headers_open.clone(), true),
+                    (empty_block_end.clone(), false),
+                ],
+            ),
+            // A DATA payload in parts is a body, not a head.
+            (
+                "DATA in parts",
+                vec![
+                    (PREFACE.to_vec(), false),
+                    (data[..20].to_vec(), false),
+                    (data[20..].to_vec(), false),
+                ],
+            ),
+            (
+                "head, body and the next head in one read",
+                vec![
+                    (
+                        [PREFACE, &headers_whole, &data, &headers_open].concat(),
+                        true,
+                    ),
+                    (continuation_end.clone(), false),
+                ],
+            ),
+        ];
+        for (case, reads) in cases {
+            let mut heads = H2Heads::new();
+            for (i, (bytes, pending)) in reads.iter().enumerate() {
+                assert_eq!(heads.feed(bytes).pending, *pending, "{case}: read {i}");
+            }
+        }
+        // A read that ends one head and starts the next completes one.
+        let mut heads = H2Heads::new();
+        heads.feed(PREFACE);
+        let both = [&headers_whole[..], &headers_open[..5]].concat();
+        assert_eq!(
+            heads.feed(&both),
+            H2Progress {
+                completed: true,
+                pending: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_late_http2_head_fails_the_read_without_an_http1_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(4096);
+        let clock = Arc::new(HeadClock::new(Duration::from_millis(200)));
+        let mut stream = ClockedStream::for_http2(server, clock.clone());
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let headers = frame(H2_HEADERS, H2_END_HEADERS, 20);
+        client_write.write_all(PREFACE).await.unwrap();
+        client_write.write_all(&headers).await.unwrap();
+        let mut buf = [0u8; 256];
+        let mut got = 0;
+        while got < PREFACE.len() + headers.len() {
+            got += stream.read(&mut buf).await.unwrap();
+        }
+        assert_eq!(clock.deadline(), None, "whole heads leave no deadline");
+        // Idle between heads for longer than the limit: no deadline.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client_write.write_all(&headers[..3]).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
+        let started = Instant::now();
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Writes go straight through, and no HTTP/1 408 is written.
+        stream.write_all(b"frame").await.unwrap();
+        AsyncWriteExt::shutdown(&mut stream).await.unwrap();
+        let mut answer = Vec::new();
+        client_read.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"frame");
     }
 
     #[tokio::test]

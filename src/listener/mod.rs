@@ -237,10 +237,13 @@ impl FrontEnd {
         };
         let _active = track(&self.recorders.metrics.intercepts_active);
         // HTTP/1 heads come one at a time, so one clock can time them;
-        // HTTP/2 interleaves the headers of many streams.
+        // HTTP/2 interleaves the headers of many streams, and its header
+        // blocks are timed at the frame layer by a clock of their own.
         match tls.selected_alpn_proto() {
             Some(ALPN::H2) => {
-                ServerApp::process_new(&self.http, Box::new(tls), shutdown).await;
+                let clock = Arc::new(HeadClock::new(head_clock.limit()));
+                let stream = Box::new(ClockedStream::for_http2(tls, clock));
+                ServerApp::process_new(&self.http, stream, shutdown).await;
             }
             _ => {
                 let stream = Box::new(ClockedStream::new(tls, head_clock));

@@ -468,8 +468,13 @@ impl Proxy {
         relative_state: bool,
     ) -> Proxy {
         for _ in 0..5 {
-            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            // Bound together, so that the two differ (one after the other,
+            // the kernel may hand out the same released port twice).
+            let (listen, admin) = {
+                let a = StdListener::bind("127.0.0.1:0").unwrap();
+                let b = StdListener::bind("127.0.0.1:0").unwrap();
+                (a.local_addr().unwrap(), b.local_addr().unwrap())
+            };
             let (state_setting, state_dir) = if relative_state {
                 ("./.ecluse".to_string(), dir.path().join(".ecluse"))
             } else {

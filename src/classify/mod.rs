@@ -310,7 +310,8 @@ mod tests {
             email: 1,
             ..Counts::default()
         };
-        let cases: Vec<(&str, Vec<(&str, &[u8])>, Counts)> = vec![
+        type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+        let cases: Vec<(&str, Headers, Counts)> = vec![
             ("/v1/chat/completions", sdk_headers.to_vec(), none.clone()),
             (
                 "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01",

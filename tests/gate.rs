@@ -769,3 +769,29 @@ async fn plain_http_calls_to_an_llm_host_meet_the_gate() {
     assert_eq!(status, "200", "{body}\n{}", proxy.logs());
     assert_eq!(openai.recorded().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_escaped_in_links_and_html_are_found() {
+    let g = gate(json!({}), "").await;
+    let prompts = [
+        "Summarise https://crm.example.com/users?email=jane.doe%40example.com",
+        "Summarise https://crm.example.com/users?email=jane.doe@example.com",
+        "<p>Contact: jane.doe&#64;example.com</p>",
+    ];
+    for http in [Http::One, Http::Two] {
+        for prompt in prompts {
+            let answer = g.chat(http, &[], &chat_body(prompt));
+            assert_eq!(answer.status, 403, "{prompt}: {}", answer.body);
+        }
+    }
+    assert_eq!(g.reached_openai(), 0);
+    // Links without an address pass.
+    let answer = g.chat(
+        Http::Two,
+        &[],
+        &chat_body(
+            "See https://unpkg.com/react@18.2.0/umd/react.js and ssh://git@github.com/o/r.git",
+        ),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}

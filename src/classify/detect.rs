@@ -52,7 +52,8 @@ impl Counts {
 /// One pass over a text; each detector validates what it finds so random
 /// digits are not counted.
 pub fn scan_text(text: &str, counts: &mut Counts) {
-    scan(text, |found| {
+    let readable = as_read(text);
+    scan(&readable, |found| {
         let slot = match found {
             Found::Email => &mut counts.email,
             Found::Phone => &mut counts.phone,
@@ -68,12 +69,34 @@ pub fn scan_text(text: &str, counts: &mut Counts) {
 /// and the README table).
 pub fn national_ids(text: &str) -> Vec<&'static str> {
     let mut countries = Vec::new();
-    scan(text, |found| {
+    scan(&as_read(text), |found| {
         if let Found::NationalId(country) = found {
             countries.push(country);
         }
     });
     countries
+}
+
+/// The text as a reader (and a model) reads it: a link's
+/// `jane.doe%40example.com` and a web page's `jane.doe&#64;example.com` are
+/// the address. Escapes are undone only where there are some, and the result
+/// is scanned instead of the raw text, not beside it, so nothing counts twice.
+fn as_read(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let escaped = bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    let mut read = if escaped {
+        percent_encoding::percent_decode_str(text).decode_utf8_lossy()
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    if read.contains('&') {
+        if let std::borrow::Cow::Owned(decoded) = html_escape::decode_html_entities(&read) {
+            read = std::borrow::Cow::Owned(decoded);
+        }
+    }
+    read
 }
 
 enum Found {
@@ -280,9 +303,19 @@ fn valid_tld(tld: &str) -> bool {
 fn url_credentials(bytes: &[u8], local_start: usize) -> bool {
     let from = local_start.saturating_sub(256);
     let before = &bytes[from..local_start];
-    match before.iter().rposition(|b| b.is_ascii_whitespace()) {
-        Some(ws) => before[ws..].windows(3).any(|w| w == b"://"),
-        None => before.windows(3).any(|w| w == b"://"),
+    let token = match before.iter().rposition(|b| b.is_ascii_whitespace()) {
+        Some(ws) => &before[ws..],
+        None => before,
+    };
+    // Only a URL's authority holds credentials (`scheme://user:pass@host`):
+    // an address in its path or query (`/users?email=jane@…`) is an address.
+    match token.windows(3).rposition(|w| w == b"://") {
+        Some(at) => !token
+            .get(at + 3..)
+            .unwrap_or_default()
+            .iter()
+            .any(|b| matches!(b, b'/' | b'?' | b'#')),
+        None => false,
     }
 }
 
@@ -1707,6 +1740,54 @@ fn check_phone(region: Option<Id>, digits: &[u8], buf: &mut [u8], budget: &mut u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_text_is_read_as_a_reader_reads_it() {
+        let cases: &[(&str, u32)] = &[
+            (
+                "see https://crm.example.com/users?email=jane.doe%40example.com",
+                1,
+            ),
+            ("jane.doe%40example.com", 1),
+            ("mail jane.doe&#64;example.com", 1),
+            ("mail jane.doe&#x40;example.com", 1),
+            ("mail jane.doe&commat;example.com", 1),
+            ("<a href=\"mailto:jane.doe&#64;example&#46;com\">", 1),
+            // Raw and escaped in one text: each address once.
+            ("a.b@example.com and c.d%40example.com", 2),
+            ("jane.doe@example.com", 1),
+            // Escapes that are not addresses, broken ones, bytes that are
+            // not UTF-8 once decoded: nothing, and no panic.
+            ("50% off, 100%25 sure, %zz, %4", 0),
+            ("caf%E9 &amp; &#xZZ; &#99999999;", 0),
+        ];
+        for (text, emails) in cases {
+            let mut counts = Counts::default();
+            scan_text(text, &mut counts);
+            assert_eq!(counts.email, *emails, "{text}");
+        }
+        // Credentials in a URL's authority are not an address; an address
+        // in its path or query is.
+        for (text, emails) in [
+            ("ssh://git@github.com/org/repo.git", 0),
+            ("https://user:secret@proxy.example.com:8080/", 0),
+            ("https://unpkg.com/react@18.2.0/umd/react.js", 0),
+            ("https://www.npmjs.com/package/@types/node", 0),
+            ("https://example.com/users/jane.doe@example.com/profile", 1),
+            ("https://example.com/?to=jane.doe@example.com#x", 1),
+        ] {
+            let mut counts = Counts::default();
+            scan_text(text, &mut counts);
+            assert_eq!(counts.email, emails, "{text}");
+        }
+        // An IBAN written in a URL is still one IBAN.
+        let mut counts = Counts::default();
+        scan_text(
+            "https://pay.example/?iban=DE89%203704%200044%200532%200130%2000",
+            &mut counts,
+        );
+        assert_eq!(counts.iban, 1);
+    }
 
     fn scan(text: &str) -> Counts {
         let mut counts = Counts::default();

@@ -507,6 +507,34 @@ mod tests {
             ("openai.azure.com", None),
             ("api.openai.com.evil.example", None),
             ("s3.eu-central-1.amazonaws.com", None),
+            // Private endpoints by their own names: PrivateLink interface
+            // endpoints without private DNS, Private Service Connect.
+            (
+                "vpce-1a2b3c4d-5e6f.bedrock-runtime.eu-central-1.vpce.amazonaws.com",
+                Some("aws_bedrock"),
+            ),
+            (
+                "vpce-1a2b3c4d-5e6f-eu-central-1a.bedrock-runtime.eu-central-1.vpce.amazonaws.com",
+                Some("aws_bedrock"),
+            ),
+            (
+                "vpce-0abc-xyz.bedrock-agent-runtime.us-east-1.vpce.amazonaws.com",
+                Some("aws_bedrock"),
+            ),
+            ("vpce-0abc-xyz.s3.eu-central-1.vpce.amazonaws.com", None),
+            (
+                "aiplatform-vialink1.p.googleapis.com",
+                Some("google_vertex"),
+            ),
+            (
+                "europe-west4-aiplatform-vialink1.p.googleapis.com",
+                Some("google_vertex"),
+            ),
+            (
+                "generativelanguage-vialink1.p.googleapis.com",
+                Some("google_gemini"),
+            ),
+            ("storage-vialink1.p.googleapis.com", None),
         ];
         for (host, want) in cases {
             assert_eq!(r.lookup(host).map(|p| p.id.as_str()), *want, "{host}");

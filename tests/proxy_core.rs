@@ -649,19 +649,25 @@ async fn oversize_body_is_413_before_anything_is_forwarded() {
     assert!(s.openai.recorded().is_empty());
 }
 
+/// A TLS mock for `api.openai.com` that answers every call with `events`
+/// as SSE, `gap` apart.
+async fn sse_mock(pki: &TestPki, events: &[String], gap: Duration) -> MockUpstream {
+    let events = events.to_vec();
+    MockUpstream::start(
+        Some(pki.server_config(&["api.openai.com"])),
+        Arc::new(move |_req: &Recorded| MockResponse::Sse {
+            events: events.clone(),
+            gap,
+        }),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_sse_reaches_the_client_as_it_is_sent() {
     let pki = TestPki::new();
     let events: Vec<String> = (0..6).map(|i| format!("{{\"n\":{i}}}")).collect();
-    let handler_events = events.clone();
-    let mock = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        Arc::new(move |_req: &Recorded| MockResponse::Sse {
-            events: handler_events.clone(),
-            gap: Duration::from_millis(300),
-        }),
-    )
-    .await;
+    let mock = sse_mock(&pki, &events, Duration::from_millis(300)).await;
     let proxy = Proxy::start(&upstream_yaml(
         &[("api.openai.com:443", mock.addr)],
         Some(&pki.ca_path),
@@ -718,15 +724,7 @@ async fn paced_sse_reaches_the_client_as_it_is_sent() {
 async fn a_stream_longer_than_every_timeout_survives_over_h1_and_h2() {
     let pki = TestPki::new();
     let events: Vec<String> = (0..8).map(|i| format!("{{\"n\":{i}}}")).collect();
-    let handler_events = events.clone();
-    let mock = MockUpstream::start(
-        Some(pki.server_config(&["api.openai.com"])),
-        Arc::new(move |_req: &Recorded| MockResponse::Sse {
-            events: handler_events.clone(),
-            gap: Duration::from_millis(700),
-        }),
-    )
-    .await;
+    let mock = sse_mock(&pki, &events, Duration::from_millis(700)).await;
     let proxy = Proxy::start(&format!(
         "{}timeouts: {{ header_read: 1s, first_byte: 1s, stream_idle: 2s, keepalive_idle: 1s, tunnel_idle: 1s }}\n",
         upstream_yaml(&[("api.openai.com:443", mock.addr)], Some(&pki.ca_path))

@@ -338,14 +338,9 @@ async fn a_sigv4_signed_request_stays_verifiable_over_h1_and_h2() {
     ));
     let ca = proxy.ca_path();
     for http in ["--http1.1", "--http2"] {
-        let out = Command::new(common::python::python())
-            .args(["-c", SIGN_ONLY, host])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(common::python::python()).args(["-c", SIGN_ONLY, host]),
+            "botocore signing",
         );
         let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let mut args: Vec<String> = [

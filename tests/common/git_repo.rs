@@ -14,25 +14,21 @@ pub struct PolicyRepo {
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Compliance",
-            "-c",
-            "user.email=compliance@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = super::run_ok(
+        Command::new("git")
+            .args([
+                "-c",
+                "user.name=Compliance",
+                "-c",
+                "user.email=compliance@example.com",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir),
+        &format!("git {args:?}"),
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

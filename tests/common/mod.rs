@@ -884,6 +884,18 @@ pub fn copy_default_policies(to: &std::path::Path) {
     );
 }
 
+/// Runs `command` to its end and returns its output; fails the test with
+/// `what` and the command's stderr when it does not succeed.
+pub fn run_ok(command: &mut std::process::Command, what: &str) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Asserts that `ecluse check --offline` accepts the config at `path`.
 pub fn assert_config_checks(path: &std::path::Path) {
     let out = std::process::Command::new(ecluse_bin())

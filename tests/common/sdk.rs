@@ -17,17 +17,13 @@ pub fn ca_bundle(proxy: &Proxy) -> PathBuf {
 
 /// `ecluse ca bundle --config config --out bundle`, which must succeed.
 pub fn write_ca_bundle(config: &std::path::Path, bundle: &std::path::Path) {
-    let out = Command::new(ecluse_bin())
-        .args(["ca", "bundle", "--config"])
-        .arg(config)
-        .arg("--out")
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    super::run_ok(
+        Command::new(ecluse_bin())
+            .args(["ca", "bundle", "--config"])
+            .arg(config)
+            .arg("--out")
+            .arg(bundle),
+        "ecluse ca bundle",
     );
 }
 

@@ -54,29 +54,35 @@ impl TestPki {
         names: &[&str],
         alpn: &[&[u8]],
     ) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        server_config_for(cert.der().clone(), key, alpn)
+        self.leaf_config(names, alpn, |_| {})
     }
 
     /// A server config for `names` signed by this CA, whose validity ended
     /// years ago.
     pub fn expired_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        self.leaf_config(names, &[b"h2", b"http/1.1"], |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+    }
+
+    /// A server leaf for `names` signed by this CA, `adjust`ed before
+    /// signing.
+    fn leaf_config(
+        &self,
+        names: &[&str],
+        alpn: &[&[u8]],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        server_config_for(cert.der().clone(), key, &[b"h2", b"http/1.1"])
+        server_config_for(cert.der().clone(), key, alpn)
     }
 
     /// A self-signed server config, trusted by nobody.
